@@ -1,0 +1,528 @@
+"""The certificate lifecycle: issue, revoke, suspend, resume, look up.
+
+Used alike by the admin API and the CLI. Each write is one PostgreSQL transaction
+that holds the new state, its outbox event and its audit row (DESIGN.md invariant
+1): the operation is acknowledged only after that transaction commits, and nothing
+is half-written when it does not.
+
+The state machine is data (:data:`TRANSITIONS`)::
+
+    good --suspend--> suspended --resume--> good
+    good --revoke--> revoked <--revoke-- suspended        (revoked is terminal)
+
+It is checked with the certificate's row locked (``SELECT … FOR UPDATE``), so two
+concurrent operations on one certificate are serialised and the second sees the
+first one's result; a trigger in the database refuses any change to a revoked row
+as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import asyncpg
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from .clock import Clock
+from .csr import load_csr
+from .errors import (
+    CAError,
+    CertificateExpired,
+    IdempotencyConflict,
+    IllegalTransition,
+    UnknownCertificate,
+    UnknownIssuer,
+    ValidationError,
+)
+from .issue import SigningCA, build_end_entity, partition_for, random_serial
+from .keystore import KeyVault, PrivateKey, PublicKey, check_public_key, generate_private_key
+from .model import (
+    END_ENTITY_REVOCATION_REASONS,
+    AuditEntry,
+    CertRecord,
+    CertStatus,
+    KeyType,
+    RevocationReason,
+    format_serial,
+    parse_serial,
+)
+from .pki import load_signing_ca
+from .profiles import HolderSubject, PublicURLs, get_profile
+from .storage import postgres as db
+
+__all__ = [
+    "CertificateAuthority",
+    "Operation",
+    "StatusChange",
+    "TRANSITIONS",
+    "plan_transition",
+]
+
+_MAX_ACTOR = 200
+_MAX_IDEMPOTENCY_KEY = 255
+_SERIAL_ATTEMPTS = 3
+
+
+class Operation(enum.StrEnum):
+    REVOKE = "revoke"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+
+
+#: (current status, operation) -> new status. Anything absent is an illegal transition.
+TRANSITIONS: Mapping[tuple[CertStatus, Operation], CertStatus] = MappingProxyType(
+    {
+        (CertStatus.GOOD, Operation.REVOKE): CertStatus.REVOKED,
+        (CertStatus.SUSPENDED, Operation.REVOKE): CertStatus.REVOKED,
+        (CertStatus.GOOD, Operation.SUSPEND): CertStatus.SUSPENDED,
+        (CertStatus.SUSPENDED, Operation.RESUME): CertStatus.GOOD,
+    }
+)
+
+#: The outbox event each operation emits.
+_EVENTS = {Operation.REVOKE: "revoked", Operation.SUSPEND: "suspended", Operation.RESUME: "resumed"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusChange:
+    """The status fields a transition writes."""
+
+    status: CertStatus
+    revoked_at: dt.datetime | None
+    reason: RevocationReason | None
+    invalidity_date: dt.datetime | None
+
+
+def _why_illegal(record: CertRecord, op: Operation) -> str:
+    who = f"certificate {record.serial_hex} of issuer {record.issuer}"
+    if record.status is CertStatus.REVOKED:
+        when = record.revoked_at.isoformat() if record.revoked_at else "?"
+        reason = record.reason.rfc_name if record.reason is not None else "?"
+        return f"{who} is revoked ({reason}, {when}); revocation is final and cannot be {op.value}d"
+    if op is Operation.RESUME:
+        return f"{who} is {record.status.value}; only a suspended certificate can be resumed"
+    if op is Operation.SUSPEND:
+        return f"{who} is already suspended"
+    return f"{who} cannot be {op.value}d from status {record.status.value}"  # pragma: no cover
+
+
+def plan_transition(
+    record: CertRecord,
+    op: Operation,
+    *,
+    now: dt.datetime,
+    reason: RevocationReason | None = None,
+    invalidity_date: dt.datetime | None = None,
+) -> StatusChange:
+    """Decide the new status fields, or raise :class:`IllegalTransition` (sans-IO)."""
+    new_status = TRANSITIONS.get((record.status, op))
+    if new_status is None:
+        raise IllegalTransition(_why_illegal(record, op), current=record.status.value, operation=op.value)
+    if op is not Operation.REVOKE and (reason is not None or invalidity_date is not None):
+        raise ValidationError(f"{op.value} takes no reason or invalidity date")
+    expired = record.not_after <= now
+    if expired and op is not Operation.REVOKE:
+        raise CertificateExpired(
+            f"certificate {record.serial_hex} of issuer {record.issuer} expired at "
+            f"{record.not_after.isoformat()}; it can no longer be {op.value}d",
+            current=record.status.value,
+            operation=op.value,
+        )
+    match op:
+        case Operation.SUSPEND:
+            return StatusChange(CertStatus.SUSPENDED, now, RevocationReason.CERTIFICATE_HOLD, None)
+        case Operation.RESUME:
+            return StatusChange(CertStatus.GOOD, None, None, None)
+        case Operation.REVOKE:
+            reason = RevocationReason.UNSPECIFIED if reason is None else reason
+            if reason not in END_ENTITY_REVOCATION_REASONS:
+                hint = {
+                    RevocationReason.CERTIFICATE_HOLD: "; use suspend for certificateHold",
+                    RevocationReason.REMOVE_FROM_CRL: "; use resume to lift a suspension",
+                }.get(reason, "")
+                raise ValidationError(
+                    f"{reason.rfc_name} is not a revocation reason for this certificate (allowed: "
+                    + ", ".join(r.rfc_name for r in sorted(END_ENTITY_REVOCATION_REASONS))
+                    + f"){hint}"
+                )
+            if invalidity_date is not None:
+                if invalidity_date.tzinfo is None:
+                    raise ValidationError("the invalidity date needs a time zone (use UTC)")
+                if invalidity_date > now:
+                    raise ValidationError(
+                        f"the invalidity date {invalidity_date.isoformat()} is in the future; it must be "
+                        "the time the key is known or suspected to have been compromised"
+                    )
+                if invalidity_date < record.not_before:
+                    raise ValidationError(
+                        f"the invalidity date {invalidity_date.isoformat()} is before the certificate "
+                        f"existed ({record.not_before.isoformat()})"
+                    )
+            return StatusChange(CertStatus.REVOKED, now, reason, invalidity_date)
+    raise AssertionError(op)  # pragma: no cover
+
+
+def _status_json(record: CertRecord) -> dict[str, Any]:
+    return {
+        "status": record.status.value,
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "reason": record.reason.rfc_name if record.reason is not None else None,
+        "invalidity_date": record.invalidity_date.isoformat() if record.invalidity_date else None,
+    }
+
+
+def _request_hash(operation: str, params: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(orjson.dumps({"op": operation, **params}, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _check_actor(actor: str) -> str:
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > _MAX_ACTOR:
+        raise ValidationError(f"the actor must be a non-empty name of at most {_MAX_ACTOR} characters")
+    return actor.strip()
+
+
+def _check_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ValidationError(
+            f"the idempotency key must be 1-{_MAX_IDEMPOTENCY_KEY} printable characters"
+        )
+    return key
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Issuer:
+    id: int
+    ca: SigningCA
+    crl_partitions: int
+
+
+class CertificateAuthority:
+    """The lifecycle operations over one PostgreSQL database.
+
+    :param pool: asyncpg pool (see :func:`ca_core.storage.postgres.create_pool`).
+    :param vault: opens the issuers' private keys; needed only for issuance.
+    :param clock: the source of "now" for every timestamp written.
+    :param urls: public URLs written into issued certificates.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, vault: KeyVault | None, *, clock: Clock, urls: PublicURLs) -> None:
+        self._pool = pool
+        self._vault = vault
+        self._clock = clock
+        self._urls = urls
+        self._issuer_ids: dict[str, int] = {}
+        self._signing: dict[str, _Issuer] = {}
+
+    # Look-ups ---------------------------------------------------------------
+
+    async def _issuer_id(self, conn: asyncpg.Connection, name: str) -> int:
+        issuer_id = self._issuer_ids.get(name)
+        if issuer_id is None:
+            row = await db.get_issuer(conn, name) if isinstance(name, str) else None
+            if row is None:
+                raise UnknownIssuer(f"there is no issuer named {name!r}")
+            issuer_id = self._issuer_ids[name] = row.id
+        return issuer_id
+
+    async def _signing_issuer(self, conn: asyncpg.Connection, name: str) -> _Issuer:
+        cached = self._signing.get(name)
+        if cached is not None:
+            return cached
+        row = await db.get_issuer(conn, name) if isinstance(name, str) else None
+        if row is None:
+            raise UnknownIssuer(f"there is no issuer named {name!r}")
+        if row.kind != "issuing":
+            raise ValidationError(f"{name!r} is the root CA; citizen certificates come from an issuing CA")
+        if self._vault is None:
+            raise CAError("this process has no key passphrase, so it cannot issue certificates")
+        issuer = _Issuer(row.id, await load_signing_ca(conn, self._vault, row), row.crl_partitions)
+        self._signing[name] = issuer
+        return issuer
+
+    async def get(self, issuer: str, serial: int | str) -> CertRecord:
+        """A certificate by issuer name and serial (int or hex)."""
+        number = parse_serial(serial)
+        with db.storage_errors("look up a certificate"):
+            async with self._pool.acquire() as conn:
+                issuer_id = await self._issuer_id(conn, issuer)
+                record = await db.get_certificate(conn, issuer_id, number)
+        if record is None:
+            raise UnknownCertificate(f"issuer {issuer} never issued a certificate with serial {format_serial(number)}")
+        return record
+
+    async def find(
+        self, *, holder_id: str | None = None, issuer: str | None = None, status: CertStatus | None = None, limit: int = 100
+    ) -> list[CertRecord]:
+        if not 1 <= limit <= 1000:
+            raise ValidationError("limit must be between 1 and 1000")
+        with db.storage_errors("search certificates"):
+            async with self._pool.acquire() as conn:
+                issuer_id = await self._issuer_id(conn, issuer) if issuer is not None else None
+                return await db.find_certificates(conn, holder_id=holder_id, issuer_id=issuer_id, status=status, limit=limit)
+
+    async def audit(self, *, issuer: str | None = None, serial: int | str | None = None, limit: int = 100) -> list[AuditEntry]:
+        with db.storage_errors("read the audit log"):
+            async with self._pool.acquire() as conn:
+                issuer_id = await self._issuer_id(conn, issuer) if issuer is not None else None
+                number = parse_serial(serial) if serial is not None else None
+                return await db.list_audit(conn, issuer_id=issuer_id, serial=number, limit=limit)
+
+    # Issuance ---------------------------------------------------------------
+
+    async def issue(
+        self,
+        *,
+        issuer: str,
+        profile: str,
+        actor: str,
+        csr: bytes | str | None = None,
+        public_key: PublicKey | None = None,
+        subject: HolderSubject | None = None,
+        email: str | None = None,
+        validity: dt.timedelta | None = None,
+        idempotency_key: str | None = None,
+    ) -> CertRecord:
+        """Issue a certificate from a PKCS#10 CSR (or, for trusted callers, a bare public key).
+
+        The subject comes from ``subject`` when given, otherwise from the CSR, and is
+        checked against the citizen profile. ``email`` adds an rfc822Name.
+        """
+        actor = _check_actor(actor)
+        idempotency_key = _check_key(idempotency_key)
+        chosen = get_profile(profile)
+        if (csr is None) == (public_key is None):
+            raise ValidationError("give exactly one of a CSR or a public key")
+        if csr is not None:
+            checked = load_csr(csr)
+            key = checked.public_key
+            holder = subject if subject is not None else checked.subject(email=email)
+            key_material = checked.csr.public_bytes(serialization.Encoding.DER)
+        else:
+            assert public_key is not None
+            check_public_key(public_key)
+            key = public_key
+            if subject is None:
+                raise ValidationError("a subject is needed when issuing for a bare public key")
+            holder = subject
+            key_material = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if email is not None and subject is not None and subject.email is None:
+            holder = dataclasses.replace(holder, email=email)
+        if validity is not None and validity <= dt.timedelta(0):
+            raise ValidationError("validity must be positive")
+
+        request = _request_hash(
+            "issue",
+            {
+                "issuer": issuer,
+                "profile": chosen.name,
+                "key": hashlib.sha256(key_material).hexdigest(),
+                "subject": [holder.name, holder.holder_id, holder.email],
+                "validity": validity.total_seconds() if validity is not None else None,
+            },
+        )
+        now = self._clock.now()
+        async with db.transaction(self._pool, "issue a certificate") as conn:
+            replay = await self._claim(conn, actor, idempotency_key, "issue", request)
+            if replay is not None:
+                return await self._replay_record(conn, replay)
+            signer = await self._signing_issuer(conn, issuer)
+            for _ in range(_SERIAL_ATTEMPTS):
+                serial = random_serial()
+                partition = partition_for(serial, signer.crl_partitions)
+                cert = build_end_entity(
+                    signer.ca, chosen, holder, key, serial=serial, partition=partition, now=now,
+                    urls=self._urls, validity=validity,
+                )
+                inserted = await db.insert_certificate(
+                    conn,
+                    issuer_id=signer.id,
+                    serial=serial,
+                    profile=chosen.name,
+                    subject=cert.subject.rfc4514_string(),
+                    holder_id=holder.holder_id,
+                    not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc,
+                    crl_partition=partition,
+                    der=cert.public_bytes(serialization.Encoding.DER),
+                    now=now,
+                )
+                if inserted:
+                    break
+            else:  # pragma: no cover - three 126-bit collisions in a row
+                raise CAError("could not find a free serial number; the random source is suspect")
+            record = await db.get_certificate(conn, signer.id, serial)
+            assert record is not None
+            await db.insert_outbox(conn, issuer_id=signer.id, serial=serial, event="issued", status=CertStatus.GOOD, now=now)
+            await db.insert_audit(
+                conn,
+                actor=actor,
+                action="certificate.issue",
+                issuer_id=signer.id,
+                serial=serial,
+                before=None,
+                after={"profile": chosen.name, "subject": record.subject, "not_after": record.not_after.isoformat(), **_status_json(record)},
+                idempotency_key=idempotency_key,
+                now=now,
+            )
+            await self._remember(conn, actor, idempotency_key, record)
+        return record
+
+    async def issue_with_generated_key(
+        self,
+        *,
+        issuer: str,
+        profile: str,
+        subject: HolderSubject,
+        actor: str,
+        key_type: KeyType = KeyType.RSA2048,
+        validity: dt.timedelta | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[CertRecord, PrivateKey]:
+        """For demos and bulk loads: generate the subject's key here and issue for it.
+
+        The caller receives the private key and is responsible for it; the CA keeps no copy.
+        """
+        key = generate_private_key(key_type)
+        record = await self.issue(
+            issuer=issuer, profile=profile, actor=actor, public_key=key.public_key(), subject=subject,
+            validity=validity, idempotency_key=idempotency_key,
+        )
+        return record, key
+
+    # Status changes ---------------------------------------------------------
+
+    async def revoke(
+        self,
+        issuer: str,
+        serial: int | str,
+        *,
+        actor: str,
+        reason: RevocationReason | str | int | None = None,
+        invalidity_date: dt.datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> CertRecord:
+        """Revoke for good (RFC 5280 reason; unspecified when none is given)."""
+        parsed = RevocationReason.parse(reason) if reason is not None and not isinstance(reason, RevocationReason) else reason
+        return await self._change(
+            Operation.REVOKE, issuer, serial, actor=actor, reason=parsed,
+            invalidity_date=invalidity_date, idempotency_key=idempotency_key,
+        )
+
+    async def suspend(self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None) -> CertRecord:
+        """Suspend (停用): the certificate is listed as certificateHold until resumed."""
+        return await self._change(Operation.SUSPEND, issuer, serial, actor=actor, idempotency_key=idempotency_key)
+
+    async def resume(self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None) -> CertRecord:
+        """Resume (復用) a suspended certificate: it is good again."""
+        return await self._change(Operation.RESUME, issuer, serial, actor=actor, idempotency_key=idempotency_key)
+
+    async def _change(
+        self,
+        op: Operation,
+        issuer: str,
+        serial: int | str,
+        *,
+        actor: str,
+        reason: RevocationReason | None = None,
+        invalidity_date: dt.datetime | None = None,
+        idempotency_key: str | None = None,
+    ) -> CertRecord:
+        actor = _check_actor(actor)
+        idempotency_key = _check_key(idempotency_key)
+        number = parse_serial(serial)
+        request = _request_hash(
+            op.value,
+            {
+                "issuer": issuer,
+                "serial": format_serial(number),
+                "reason": int(reason) if reason is not None else None,
+                "invalidity_date": invalidity_date.isoformat() if invalidity_date else None,
+            },
+        )
+        now = self._clock.now()
+        async with db.transaction(self._pool, f"{op.value} a certificate") as conn:
+            replay = await self._claim(conn, actor, idempotency_key, op.value, request)
+            if replay is not None:
+                return await self._replay_record(conn, replay)
+            issuer_id = await self._issuer_id(conn, issuer)
+            before = await db.get_certificate(conn, issuer_id, number, for_update=True)
+            if before is None:
+                raise UnknownCertificate(
+                    f"issuer {issuer} never issued a certificate with serial {format_serial(number)}"
+                )
+            change = plan_transition(before, op, now=now, reason=reason, invalidity_date=invalidity_date)
+            after = await db.set_status(
+                conn,
+                issuer_id=issuer_id,
+                serial=number,
+                status=change.status,
+                revoked_at=change.revoked_at,
+                reason=change.reason,
+                invalidity_date=change.invalidity_date,
+                now=now,
+            )
+            await db.insert_outbox(conn, issuer_id=issuer_id, serial=number, event=_EVENTS[op], status=after.status, now=now)
+            await db.insert_audit(
+                conn,
+                actor=actor,
+                action=f"certificate.{op.value}",
+                issuer_id=issuer_id,
+                serial=number,
+                before=_status_json(before),
+                after=_status_json(after),
+                idempotency_key=idempotency_key,
+                now=now,
+            )
+            await self._remember(conn, actor, idempotency_key, after)
+        return after
+
+    # Idempotency ------------------------------------------------------------
+
+    async def _claim(
+        self, conn: asyncpg.Connection, actor: str, key: str | None, operation: str, request: bytes
+    ) -> dict[str, Any] | None:
+        if key is None:
+            return None
+        claim = await db.claim_idempotency_key(conn, actor=actor, key=key, operation=operation, request_hash=request)
+        if claim.conflict:
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used by {actor} for a different request"
+            )
+        return claim.response if not claim.new else None
+
+    async def _remember(self, conn: asyncpg.Connection, actor: str, key: str | None, record: CertRecord) -> None:
+        if key is not None:
+            await db.store_idempotency_response(conn, actor=actor, key=key, response=record.to_json())
+
+    async def _replay_record(self, conn: asyncpg.Connection, stored: dict[str, Any]) -> CertRecord:
+        """Rebuild the first answer: the record as it was then, with its (immutable) DER."""
+        issuer_id = await self._issuer_id(conn, stored["issuer"])
+        current = await db.get_certificate(conn, issuer_id, parse_serial(stored["serial"]))
+        if current is None:  # pragma: no cover - certificates are never deleted
+            raise UnknownCertificate(f"certificate {stored['serial']} vanished")
+
+        def when(value: str | None) -> dt.datetime | None:
+            return dt.datetime.fromisoformat(value) if value else None
+
+        return dataclasses.replace(
+            current,
+            status=CertStatus(stored["status"]),
+            revoked_at=when(stored["revoked_at"]),
+            reason=RevocationReason.parse(stored["reason"]) if stored["reason"] else None,
+            invalidity_date=when(stored["invalidity_date"]),
+            updated_at=when(stored["updated_at"]) or current.updated_at,
+        )
+
+
+def certificate_pem(record: CertRecord) -> str:
+    return x509.load_der_x509_certificate(record.der).public_bytes(serialization.Encoding.PEM).decode()

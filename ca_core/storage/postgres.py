@@ -1,0 +1,594 @@
+"""PostgreSQL access with asyncpg: pools, versioned migrations, and the SQL of the CA.
+
+This is the only module that writes SQL. Functions take an ``asyncpg`` connection
+so the caller decides the transaction (the lifecycle wraps state, outbox and audit
+in one); they return domain values from :mod:`ca_core.model`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+from ..errors import MigrationError, StorageError
+from ..model import (
+    AuditEntry,
+    CertRecord,
+    CertStatus,
+    RevocationReason,
+    serial_from_bytes,
+    serial_to_bytes,
+)
+
+__all__ = [
+    "IdempotencyClaim",
+    "IssuerRow",
+    "Migration",
+    "OCSPSignerRow",
+    "connect",
+    "create_pool",
+    "load_migrations",
+    "migrate",
+    "storage_errors",
+]
+
+#: pg_advisory_lock key that serialises concurrent migrators ("certstatus" in ASCII).
+_MIGRATION_LOCK = 0x6365727473746174
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+OUTBOX_CHANNEL = "certstatus_outbox"
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn connection-level failures into :class:`StorageError` naming what was attempted."""
+    try:
+        yield
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as e:
+        raise StorageError(f"PostgreSQL is unreachable while trying to {what}: {e}") from e
+    except asyncpg.InsufficientPrivilegeError as e:
+        raise StorageError(f"PostgreSQL refused to {what}: {e}") from e
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        format="text",
+    )
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """A connection pool with the codecs the CA needs (jsonb <-> dict via orjson)."""
+    with storage_errors("connect"):
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        )
+    assert pool is not None
+    return pool
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    """One connection with the same codecs (for tests and one-off commands)."""
+    with storage_errors("connect"):
+        conn = await asyncpg.connect(url, command_timeout=60)
+    await _init_connection(conn)
+    return conn
+
+
+# Migrations -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """The migrations shipped with this code, in version order."""
+    found = []
+    for entry in resources.files("ca_core.storage").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise MigrationError(f"migration versions must run 1..n without gaps, found {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Bring the schema up to date; returns the versions applied now.
+
+    Concurrent callers serialise on an advisory lock; each migration runs in its own
+    transaction with its bookkeeping row, so a failure leaves the previous version
+    intact. An applied migration whose text has since changed is refused: history is
+    not rewritten silently.
+    """
+    wanted = list(migrations) if migrations is not None else load_migrations()
+    applied_now: list[int] = []
+    with storage_errors("apply migrations"):
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await conn.execute(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version    integer PRIMARY KEY,
+                    name       text NOT NULL,
+                    checksum   text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            )
+            rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            done = {r["version"]: r for r in rows}
+            newest_known = wanted[-1].version if wanted else 0
+            if done and max(done) > newest_known:
+                raise MigrationError(
+                    f"the database schema is at version {max(done)}, newer than this code knows "
+                    f"({newest_known}); upgrade certstatus"
+                )
+            for m in wanted:
+                row = done.get(m.version)
+                if row is not None:
+                    if row["checksum"] != m.checksum:
+                        raise MigrationError(
+                            f"migration {m.version:04d}_{m.name} was changed after it was applied "
+                            "(checksum mismatch); write a new migration instead of editing an old one"
+                        )
+                    continue
+                async with conn.transaction():
+                    try:
+                        await conn.execute(m.sql)
+                    except asyncpg.PostgresError as e:
+                        raise MigrationError(f"migration {m.version:04d}_{m.name} failed: {e}") from e
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        m.version,
+                        m.name,
+                        m.checksum,
+                    )
+                applied_now.append(m.version)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+# Keys and issuers -----------------------------------------------------------------
+
+
+async def insert_sealed_key(
+    conn: asyncpg.Connection, *, label: str, key_type: str, public_key: bytes, sealed: bytes, now: dt.datetime
+) -> int:
+    return int(
+        await conn.fetchval(
+            """INSERT INTO sealed_keys (label, key_type, public_key, sealed, created_at)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+            label,
+            key_type,
+            public_key,
+            sealed,
+            now,
+        )
+    )
+
+
+async def load_sealed_key(conn: asyncpg.Connection, key_id: int) -> tuple[str, bytes]:
+    row = await conn.fetchrow("SELECT label, sealed FROM sealed_keys WHERE id = $1", key_id)
+    if row is None:
+        raise StorageError(f"sealed key {key_id} is missing")
+    return row["label"], bytes(row["sealed"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuerRow:
+    id: int
+    name: str
+    kind: str
+    parent_id: int | None
+    certificate: bytes = dataclasses.field(repr=False)
+    key_id: int
+    crl_partitions: int
+    created_at: dt.datetime
+
+
+_ISSUER_COLUMNS = "id, name, kind, parent_id, certificate, key_id, crl_partitions, created_at"
+
+
+def _issuer(row: asyncpg.Record) -> IssuerRow:
+    return IssuerRow(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        parent_id=row["parent_id"],
+        certificate=bytes(row["certificate"]),
+        key_id=row["key_id"],
+        crl_partitions=row["crl_partitions"],
+        created_at=row["created_at"],
+    )
+
+
+async def insert_issuer(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    kind: str,
+    parent_id: int | None,
+    certificate: bytes,
+    key_id: int,
+    crl_partitions: int,
+    now: dt.datetime,
+) -> IssuerRow:
+    row = await conn.fetchrow(
+        f"""INSERT INTO issuers (name, kind, parent_id, certificate, key_id, crl_partitions, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_ISSUER_COLUMNS}""",
+        name,
+        kind,
+        parent_id,
+        certificate,
+        key_id,
+        crl_partitions,
+        now,
+    )
+    await conn.execute("INSERT INTO crl_numbers (issuer_id) VALUES ($1)", row["id"])
+    return _issuer(row)
+
+
+async def list_issuers(conn: asyncpg.Connection) -> list[IssuerRow]:
+    rows = await conn.fetch(f"SELECT {_ISSUER_COLUMNS} FROM issuers ORDER BY id")
+    return [_issuer(r) for r in rows]
+
+
+async def get_issuer(conn: asyncpg.Connection, name: str) -> IssuerRow | None:
+    row = await conn.fetchrow(f"SELECT {_ISSUER_COLUMNS} FROM issuers WHERE name = $1", name)
+    return _issuer(row) if row else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OCSPSignerRow:
+    id: int
+    issuer_id: int
+    certificate: bytes = dataclasses.field(repr=False)
+    key_id: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+async def insert_ocsp_signer(
+    conn: asyncpg.Connection,
+    *,
+    issuer_id: int,
+    certificate: bytes,
+    key_id: int,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    now: dt.datetime,
+) -> int:
+    return int(
+        await conn.fetchval(
+            """INSERT INTO ocsp_signers (issuer_id, certificate, key_id, not_before, not_after, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+            issuer_id,
+            certificate,
+            key_id,
+            not_before,
+            not_after,
+            now,
+        )
+    )
+
+
+async def current_ocsp_signer(conn: asyncpg.Connection, issuer_id: int, now: dt.datetime) -> OCSPSignerRow | None:
+    """The newest OCSP signing certificate of an issuer that is valid at ``now``."""
+    row = await conn.fetchrow(
+        """SELECT id, issuer_id, certificate, key_id, not_before, not_after FROM ocsp_signers
+           WHERE issuer_id = $1 AND not_before <= $2 AND not_after > $2
+           ORDER BY not_after DESC, id DESC LIMIT 1""",
+        issuer_id,
+        now,
+    )
+    if row is None:
+        return None
+    return OCSPSignerRow(
+        id=row["id"],
+        issuer_id=row["issuer_id"],
+        certificate=bytes(row["certificate"]),
+        key_id=row["key_id"],
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+    )
+
+
+# Certificates -----------------------------------------------------------------
+
+_CERT_COLUMNS = """i.name AS issuer, c.serial, c.profile, c.subject, c.holder_id, c.not_before,
+    c.not_after, c.status, c.revoked_at, c.reason, c.invalidity_date, c.crl_partition,
+    c.issued_at, c.updated_at, c.der"""
+
+
+def cert_record(row: asyncpg.Record) -> CertRecord:
+    return CertRecord(
+        issuer=row["issuer"],
+        serial=serial_from_bytes(row["serial"]),
+        profile=row["profile"],
+        subject=row["subject"],
+        holder_id=row["holder_id"],
+        not_before=row["not_before"],
+        not_after=row["not_after"],
+        status=CertStatus(row["status"]),
+        revoked_at=row["revoked_at"],
+        reason=RevocationReason(row["reason"]) if row["reason"] is not None else None,
+        invalidity_date=row["invalidity_date"],
+        crl_partition=row["crl_partition"],
+        issued_at=row["issued_at"],
+        updated_at=row["updated_at"],
+        der=bytes(row["der"]),
+    )
+
+
+async def insert_certificate(
+    conn: asyncpg.Connection,
+    *,
+    issuer_id: int,
+    serial: int,
+    profile: str,
+    subject: str,
+    holder_id: str | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    crl_partition: int,
+    der: bytes,
+    now: dt.datetime,
+) -> bool:
+    """Insert a new certificate; False if (issuer, serial) is already taken."""
+    result = await conn.execute(
+        """INSERT INTO certificates (issuer_id, serial, profile, subject, holder_id, not_before,
+               not_after, crl_partition, der, issued_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+           ON CONFLICT (issuer_id, serial) DO NOTHING""",
+        issuer_id,
+        serial_to_bytes(serial),
+        profile,
+        subject,
+        holder_id,
+        not_before,
+        not_after,
+        crl_partition,
+        der,
+        now,
+    )
+    return result.endswith(" 1")
+
+
+async def get_certificate(
+    conn: asyncpg.Connection, issuer_id: int, serial: int, *, for_update: bool = False
+) -> CertRecord | None:
+    """One certificate; ``for_update`` locks the row until the transaction ends."""
+    sql = f"""SELECT {_CERT_COLUMNS} FROM certificates c JOIN issuers i ON i.id = c.issuer_id
+              WHERE c.issuer_id = $1 AND c.serial = $2"""
+    if for_update:
+        sql += " FOR UPDATE OF c"
+    row = await conn.fetchrow(sql, issuer_id, serial_to_bytes(serial))
+    return cert_record(row) if row else None
+
+
+async def find_certificates(
+    conn: asyncpg.Connection,
+    *,
+    holder_id: str | None = None,
+    issuer_id: int | None = None,
+    status: CertStatus | None = None,
+    limit: int = 100,
+) -> list[CertRecord]:
+    clauses, args = [], []
+    if holder_id is not None:
+        args.append(holder_id)
+        clauses.append(f"c.holder_id = ${len(args)}")
+    if issuer_id is not None:
+        args.append(issuer_id)
+        clauses.append(f"c.issuer_id = ${len(args)}")
+    if status is not None:
+        args.append(status.value)
+        clauses.append(f"c.status = ${len(args)}")
+    where = " AND ".join(clauses) or "true"
+    args.append(limit)
+    rows = await conn.fetch(
+        f"""SELECT {_CERT_COLUMNS} FROM certificates c JOIN issuers i ON i.id = c.issuer_id
+            WHERE {where} ORDER BY c.issued_at, c.serial LIMIT ${len(args)}""",
+        *args,
+    )
+    return [cert_record(r) for r in rows]
+
+
+async def set_status(
+    conn: asyncpg.Connection,
+    *,
+    issuer_id: int,
+    serial: int,
+    status: CertStatus,
+    revoked_at: dt.datetime | None,
+    reason: RevocationReason | None,
+    invalidity_date: dt.datetime | None,
+    now: dt.datetime,
+) -> CertRecord:
+    await conn.execute(
+        """UPDATE certificates SET status = $3, revoked_at = $4, reason = $5, invalidity_date = $6,
+               updated_at = $7
+           WHERE issuer_id = $1 AND serial = $2""",
+        issuer_id,
+        serial_to_bytes(serial),
+        status.value,
+        revoked_at,
+        int(reason) if reason is not None else None,
+        invalidity_date,
+        now,
+    )
+    record = await get_certificate(conn, issuer_id, serial)
+    assert record is not None
+    return record
+
+
+async def insert_outbox(
+    conn: asyncpg.Connection, *, issuer_id: int, serial: int, event: str, status: CertStatus, now: dt.datetime
+) -> int:
+    """Queue a status event for the signer, and wake it once the transaction commits."""
+    event_id = await conn.fetchval(
+        """INSERT INTO outbox (issuer_id, serial, event, status, created_at)
+           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        issuer_id,
+        serial_to_bytes(serial),
+        event,
+        status.value,
+        now,
+    )
+    # NOTIFY is transactional: listeners hear it only if this transaction commits.
+    await conn.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, str(event_id))
+    return int(event_id)
+
+
+async def insert_audit(
+    conn: asyncpg.Connection,
+    *,
+    actor: str,
+    action: str,
+    issuer_id: int | None,
+    serial: int | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    idempotency_key: str | None,
+    now: dt.datetime,
+) -> int:
+    return int(
+        await conn.fetchval(
+            """INSERT INTO audit_log (at, actor, action, issuer_id, serial, before, after, idempotency_key)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+            now,
+            actor,
+            action,
+            issuer_id,
+            serial_to_bytes(serial) if serial is not None else None,
+            before,
+            after,
+            idempotency_key,
+        )
+    )
+
+
+async def list_audit(
+    conn: asyncpg.Connection, *, issuer_id: int | None = None, serial: int | None = None, limit: int = 100
+) -> list[AuditEntry]:
+    clauses, args = [], []
+    if issuer_id is not None:
+        args.append(issuer_id)
+        clauses.append(f"a.issuer_id = ${len(args)}")
+    if serial is not None:
+        args.append(serial_to_bytes(serial))
+        clauses.append(f"a.serial = ${len(args)}")
+    where = " AND ".join(clauses) or "true"
+    args.append(limit)
+    rows = await conn.fetch(
+        f"""SELECT a.id, a.at, a.actor, a.action, i.name AS issuer, a.serial, a.before, a.after,
+                   a.idempotency_key
+            FROM audit_log a LEFT JOIN issuers i ON i.id = a.issuer_id
+            WHERE {where} ORDER BY a.id LIMIT ${len(args)}""",
+        *args,
+    )
+    return [
+        AuditEntry(
+            id=r["id"],
+            at=r["at"],
+            actor=r["actor"],
+            action=r["action"],
+            issuer=r["issuer"],
+            serial=serial_from_bytes(r["serial"]) if r["serial"] is not None else None,
+            before=r["before"],
+            after=r["after"],
+            idempotency_key=r["idempotency_key"],
+        )
+        for r in rows
+    ]
+
+
+# Idempotency ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """What a key lookup found: a new key, a replay (with the first answer) or a conflict."""
+
+    new: bool
+    conflict: bool = False
+    response: dict[str, Any] | None = None
+
+
+async def claim_idempotency_key(
+    conn: asyncpg.Connection, *, actor: str, key: str, operation: str, request_hash: bytes
+) -> IdempotencyClaim:
+    """Claim a key inside the caller's transaction.
+
+    A new key is reserved (the caller acts, then calls :func:`store_idempotency_response`
+    in the same transaction; a rollback releases the key). A concurrent first use of
+    the same key blocks here until the other transaction ends, so two racing requests
+    under one key can never both act.
+    """
+    # Take the key's row lock first: a placeholder insert that waits on a racing one.
+    inserted = await conn.fetchval(
+        """INSERT INTO idempotency_keys (actor, key, operation, request_hash, response, created_at)
+           VALUES ($1, $2, $3, $4, 'null'::jsonb, now())
+           ON CONFLICT (actor, key) DO NOTHING RETURNING true""",
+        actor,
+        key,
+        operation,
+        request_hash,
+    )
+    if inserted:
+        return IdempotencyClaim(new=True)
+    row = await conn.fetchrow(
+        "SELECT operation, request_hash, response FROM idempotency_keys WHERE actor = $1 AND key = $2",
+        actor,
+        key,
+    )
+    assert row is not None
+    if row["operation"] != operation or bytes(row["request_hash"]) != request_hash:
+        return IdempotencyClaim(new=False, conflict=True)
+    return IdempotencyClaim(new=False, response=row["response"])
+
+
+async def store_idempotency_response(
+    conn: asyncpg.Connection, *, actor: str, key: str, response: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2", actor, key, response
+    )
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from the pool inside a READ COMMITTED transaction."""
+    with storage_errors(what):
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn

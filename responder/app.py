@@ -1,0 +1,129 @@
+"""The public HTTP application (default port 8080).
+
+Today it serves liveness and readiness probes and the CA certificates that issued
+certificates point at (AIA caIssuers, RFC 5280 4.2.2.1). OCSP and CRL routes join
+it in later issues. Handlers are thin; state lives on the app under typed keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from ca_core.clock import Clock, SystemClock
+from ca_core.storage import postgres as db
+
+__all__ = ["CA_CERTS", "build_public_app"]
+
+_log = logging.getLogger(__name__)
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)
+CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
+
+
+class CACertificates:
+    """Issuer name -> certificate DER, refreshed from PostgreSQL on a miss (at most every 10 s)."""
+
+    REFRESH_INTERVAL = 10.0
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, bytes] = {}
+        self._loaded_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        async with pool.acquire() as conn:
+            issuers = await db.list_issuers(conn)
+        self._by_name = {i.name: i.certificate for i in issuers}
+        self._loaded_at = time.monotonic()
+
+    async def get(self, name: str, pool: asyncpg.Pool) -> bytes | None:
+        der = self._by_name.get(name)
+        if der is None and time.monotonic() - self._loaded_at > self.REFRESH_INTERVAL:
+            async with self._lock:
+                if time.monotonic() - self._loaded_at > self.REFRESH_INTERVAL:
+                    await self.refresh(pool)
+            der = self._by_name.get(name)
+        return der
+
+
+CA_CERTS = web.AppKey("ca_certs", CACertificates)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Says nothing about its dependencies."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: PostgreSQL and Redis both answer within a second."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(1.0):
+            async with request.app[POOL].acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure means "not ready"
+        checks["postgres"] = f"unavailable ({type(e).__name__})"
+    try:
+        async with asyncio.timeout(1.0):
+            await request.app[REDIS].ping()
+        checks["redis"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        checks["redis"] = f"unavailable ({type(e).__name__})"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", **checks}, status=200 if ready else 503)
+
+
+async def ca_certificate(request: web.Request) -> web.Response:
+    """``GET /ca/{issuer}.crt``: the DER certificate of a CA (application/pkix-cert, RFC 2585)."""
+    name = request.match_info["issuer"]
+    der = await request.app[CA_CERTS].get(name, request.app[POOL])
+    if der is None:
+        raise web.HTTPNotFound(text=f"no CA named {name!r}\n")
+    etag = f'"{hashlib.sha256(der).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "max-age=86400, public"}
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=der, content_type="application/pkix-cert", headers=headers)
+
+
+@web.middleware
+async def _no_tracebacks(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Unexpected errors are logged here and answered with a terse 500, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        _log.exception("unhandled error serving %s %s", request.method, request.path)
+        return web.Response(status=500, text="internal error\n")
+
+
+def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis, *, clock: Clock | None = None) -> web.Application:
+    """The public application over already-open storage (the caller owns and closes it)."""
+    app = web.Application(middlewares=[_no_tracebacks], client_max_size=64 * 1024)
+    app[POOL] = pool
+    app[REDIS] = redis
+    app[CLOCK] = clock or SystemClock()
+    app[CA_CERTS] = CACertificates()
+
+    async def load_ca_certs(app: web.Application) -> AsyncIterator[None]:
+        await app[CA_CERTS].refresh(app[POOL])
+        yield
+
+    app.cleanup_ctx.append(load_ca_certs)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get(r"/ca/{issuer:[a-z][a-z0-9-]{0,30}}.crt", ca_certificate)
+    return app

@@ -1,0 +1,626 @@
+"""The ``certstatus`` command line.
+
+Every command reads the one :class:`~responder.config.Config` (defaults, TOML file,
+environment, flags), starts the embedded PostgreSQL and Valkey when no URLs are
+configured, applies migrations, does its work, and stops what it started. Errors
+from the CA core are printed as one clear line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ca_core.clock import SystemClock
+from ca_core.errors import CAError, ConfigurationError, StorageError, ValidationError
+from ca_core.lifecycle import CertificateAuthority, certificate_pem
+from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
+from ca_core.pki import IssuerSpec, add_issuer, init_pki, renew_ocsp_signer
+from ca_core.profiles import END_ENTITY_PROFILES, HolderSubject
+from ca_core.storage import postgres as db
+
+from . import server
+from .config import SETTINGS, Config, configure_logging
+from .runtime import Endpoints, Storage, endpoints, open_storage, vault
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# Output helpers -------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else ""
+
+
+def _record_rows(records: Sequence[CertRecord]) -> str:
+    return _table(
+        [
+            (
+                r.issuer,
+                r.serial_hex,
+                r.profile,
+                r.status.value + (f" ({r.reason.rfc_name})" if r.reason is not None and r.status is CertStatus.REVOKED else ""),
+                r.subject,
+                _when(r.not_after),
+            )
+            for r in records
+        ],
+        ["issuer", "serial", "profile", "status", "subject", "not after"],
+    )
+
+
+def _show_record(record: CertRecord, *, as_json: bool, pem: bool = False) -> None:
+    if as_json:
+        out = record.to_json()
+        out["pem"] = certificate_pem(record)
+        _print_json(out)
+        return
+    fields = [
+        ("issuer", record.issuer),
+        ("serial", record.serial_hex),
+        ("profile", record.profile),
+        ("subject", record.subject),
+        ("status", record.status.value),
+        ("revoked at", _when(record.revoked_at)),
+        ("reason", record.reason.rfc_name if record.reason is not None else ""),
+        ("invalidity date", _when(record.invalidity_date)),
+        ("not before", _when(record.not_before)),
+        ("not after", _when(record.not_after)),
+        ("CRL partition", record.crl_partition),
+        ("issued at", _when(record.issued_at)),
+    ]
+    for name, value in fields:
+        if value != "":
+            print(f"{name:>16}: {value}")
+    if pem:
+        print(certificate_pem(record), end="")
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return args.actor or f"cli:{getpass.getuser()}"
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-05-01T08:00:00Z)") from None
+    if value.tzinfo is None:
+        raise ValidationError(f"{text!r} has no time zone; add Z for UTC")
+    return value.astimezone(dt.timezone.utc)
+
+
+# Running commands ------------------------------------------------------------------
+
+AsyncCommand = Callable[[Config, argparse.Namespace, Storage, server.Lifetime], Awaitable[int]]
+
+
+def _with_storage(fn: AsyncCommand) -> Callable[[Config, argparse.Namespace], int]:
+    """Start (or find) the storage, open it, run the async command, then stop it all."""
+
+    def command(cfg: Config, args: argparse.Namespace) -> int:
+        with endpoints(cfg) as ep:
+
+            async def main(lifetime: server.Lifetime) -> int:
+                async with open_storage(ep, cfg) as storage:
+                    return await fn(cfg, args, storage, lifetime)
+
+            return server.run(main)
+
+    return command
+
+
+def _authority(cfg: Config, storage: Storage, *, keys: bool) -> CertificateAuthority:
+    return CertificateAuthority(storage.pool, vault(cfg) if keys else None, clock=SystemClock(), urls=cfg.urls())
+
+
+# ca ------------------------------------------------------------------------------
+
+
+async def cmd_ca_init(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    specs = [
+        IssuerSpec(
+            name=name,
+            key_type=cfg.issuer_key_type,
+            ocsp_key_type=cfg.ocsp_key_type,
+            crl_partitions=cfg.crl_partitions,
+        )
+        for name in (args.issuer or ["moica", "gca"])
+    ]
+    print(f"creating root {args.root_name!r} and issuers {', '.join(s.name for s in specs)} ...", file=sys.stderr)
+    summary = await init_pki(
+        storage.pool,
+        vault(cfg),  # type: ignore[arg-type]
+        clock=SystemClock(),
+        urls=cfg.urls(),
+        issuers=specs,
+        actor=_actor(args),
+        organization=cfg.organization,
+        root_name=args.root_name,
+        root_key_type=cfg.root_key_type,
+        ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
+    )
+    rows = [("root", args.root_name, summary.root.subject.rfc4514_string(), _when(summary.root.not_valid_after_utc))]
+    for name, cert in summary.issuers.items():
+        rows.append(("issuing", name, cert.subject.rfc4514_string(), _when(cert.not_valid_after_utc)))
+        signer = summary.ocsp_signers[name]
+        rows.append(("ocsp", name, signer.subject.rfc4514_string(), _when(signer.not_valid_after_utc)))
+    print(_table(rows, ["kind", "issuer", "subject", "not after"]))
+    return EXIT_OK
+
+
+async def cmd_ca_add_issuer(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    spec = IssuerSpec(
+        name=args.name,
+        common_name=args.common_name,
+        key_type=cfg.issuer_key_type,
+        ocsp_key_type=cfg.ocsp_key_type,
+        crl_partitions=cfg.crl_partitions,
+    )
+    cert, signer = await add_issuer(
+        storage.pool, vault(cfg), spec, clock=SystemClock(), urls=cfg.urls(), actor=_actor(args),  # type: ignore[arg-type]
+        organization=cfg.organization, ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
+    )
+    print(f"added issuer {args.name}: {cert.subject.rfc4514_string()} (OCSP signer until {_when(signer.not_valid_after_utc)})")
+    return EXIT_OK
+
+
+async def cmd_ca_renew_ocsp(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    async with storage.pool.acquire() as conn:
+        issuers = [i.name for i in await db.list_issuers(conn) if i.kind == "issuing"]
+    names = args.issuer or issuers
+    the_vault = vault(cfg)
+    for name in names:
+        cert = await renew_ocsp_signer(
+            storage.pool, the_vault, name, clock=SystemClock(), actor=_actor(args),  # type: ignore[arg-type]
+            key_type=cfg.ocsp_key_type, validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
+        )
+        print(f"{name}: new OCSP signer {cert.serial_number:X}, valid until {_when(cert.not_valid_after_utc)}")
+    return EXIT_OK
+
+
+async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    now = SystemClock().now()
+    async with storage.pool.acquire() as conn:
+        issuers = await db.list_issuers(conn)
+        rows = []
+        for issuer in issuers:
+            cert = x509.load_der_x509_certificate(issuer.certificate)
+            signer = await db.current_ocsp_signer(conn, issuer.id, now)
+            rows.append(
+                {
+                    "name": issuer.name,
+                    "kind": issuer.kind,
+                    "subject": cert.subject.rfc4514_string(),
+                    "key": cert.public_key().__class__.__name__.removeprefix("_").replace("PublicKey", ""),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "crl_partitions": issuer.crl_partitions,
+                    "ocsp_signer_not_after": signer.not_after.isoformat() if signer else None,
+                }
+            )
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no CA yet: run 'certstatus ca init'")
+    else:
+        print(
+            _table(
+                [(r["name"], r["kind"], r["subject"], r["not_after"][:10], r["crl_partitions"], (r["ocsp_signer_not_after"] or "-")[:10]) for r in rows],
+                ["name", "kind", "subject", "not after", "partitions", "OCSP signer until"],
+            )
+        )
+    return EXIT_OK
+
+
+async def cmd_ca_export(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    from .demo import export_ca_files
+
+    written = await export_ca_files(storage.pool, Path(args.directory))
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+# cert ----------------------------------------------------------------------------
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValidationError(f"cannot read {path}: {e.strerror}") from None
+
+
+async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    subject = None
+    if args.name or args.holder_id:
+        if not (args.name and args.holder_id):
+            raise ValidationError("--name and --holder-id go together")
+        subject = HolderSubject(args.name, args.holder_id, args.email)
+    validity = dt.timedelta(days=args.validity_days or cfg.cert_validity_days)
+    ca = _authority(cfg, storage, keys=True)
+    key_pem = None
+    if args.generate_key:
+        if subject is None:
+            raise ValidationError("--generate-key needs --name and --holder-id")
+        if not args.key_out:
+            raise ValidationError("--generate-key needs --key-out FILE for the new private key")
+        record, key = await ca.issue_with_generated_key(
+            issuer=args.issuer, profile=args.profile, subject=subject, actor=_actor(args),
+            key_type=KeyType.parse(args.key_type), validity=validity, idempotency_key=args.idempotency_key,
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    elif args.csr:
+        record = await ca.issue(
+            issuer=args.issuer, profile=args.profile, actor=_actor(args), csr=_read_input(args.csr),
+            subject=subject, email=args.email, validity=validity, idempotency_key=args.idempotency_key,
+        )
+    else:
+        raise ValidationError("give --csr FILE (or -) or --generate-key")
+    if key_pem is not None:
+        key_path = Path(args.key_out)
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(key_pem)
+    if args.out:
+        Path(args.out).write_text(certificate_pem(record))
+    if args.json:
+        _show_record(record, as_json=True)
+    else:
+        _show_record(record, as_json=False, pem=not args.out)
+    return EXIT_OK
+
+
+async def cmd_cert_change(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    ca = _authority(cfg, storage, keys=False)
+    if args.op == "revoke":
+        record = await ca.revoke(
+            args.issuer, args.serial, actor=_actor(args), reason=args.reason,
+            invalidity_date=_parse_time(args.invalidity_date) if args.invalidity_date else None,
+            idempotency_key=args.idempotency_key,
+        )
+    elif args.op == "suspend":
+        record = await ca.suspend(args.issuer, args.serial, actor=_actor(args), idempotency_key=args.idempotency_key)
+    else:
+        record = await ca.resume(args.issuer, args.serial, actor=_actor(args), idempotency_key=args.idempotency_key)
+    _show_record(record, as_json=args.json)
+    return EXIT_OK
+
+
+async def cmd_cert_show(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    record = await _authority(cfg, storage, keys=False).get(args.issuer, args.serial)
+    _show_record(record, as_json=args.json, pem=args.pem)
+    return EXIT_OK
+
+
+async def cmd_cert_list(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    status = CertStatus(args.status) if args.status else None
+    records = await _authority(cfg, storage, keys=False).find(
+        holder_id=args.holder, issuer=args.issuer, status=status, limit=args.limit
+    )
+    if args.json:
+        _print_json([r.to_json() for r in records])
+    else:
+        print(_record_rows(records) if records else "no certificates match")
+    return EXIT_OK
+
+
+async def cmd_audit_list(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    entries = await _authority(cfg, storage, keys=False).audit(issuer=args.issuer, serial=args.serial, limit=args.limit)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "issuer": e.issuer,
+                    "serial": f"{e.serial:X}" if e.serial is not None else None, "before": e.before, "after": e.after,
+                    "idempotency_key": e.idempotency_key,
+                }
+                for e in entries
+            ]
+        )
+    else:
+        rows = [
+            (
+                e.id, _when(e.at), e.actor, e.action, e.issuer or "", f"{e.serial:X}" if e.serial is not None else "",
+                (e.before or {}).get("status", ""), (e.after or {}).get("status", ""),
+            )
+            for e in entries
+        ]
+        print(_table(rows, ["id", "at", "actor", "action", "issuer", "serial", "before", "after"]) if rows else "no audit entries")
+    return EXIT_OK
+
+
+# db, services, serve, demo, config -----------------------------------------------------
+
+
+def cmd_db_migrate(cfg: Config, args: argparse.Namespace) -> int:
+    with endpoints(cfg) as ep:
+
+        async def main(lifetime: server.Lifetime) -> int:
+            conn = await db.connect(ep.database_url)
+            try:
+                applied = await db.migrate(conn)
+                version = await db.schema_version(conn)
+            finally:
+                await conn.close()
+            print(f"schema at version {version}" + (f" (applied {applied})" if applied else " (nothing to apply)"))
+            return EXIT_OK
+
+        return server.run(main)
+
+
+def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
+    if not cfg.uses_embedded:
+        raise ConfigurationError("DATABASE_URL and REDIS_URL are both set: there are no embedded servers to run")
+    with endpoints(cfg) as ep:
+        _print_endpoints(ep)
+        print("Ctrl-C stops them.", flush=True)
+
+        async def main(lifetime: server.Lifetime) -> int:
+            await lifetime.wait()
+            return EXIT_OK
+
+        return server.run(main)
+
+
+def _print_endpoints(ep: Endpoints) -> None:
+    print(f"PostgreSQL: {ep.database_url}")
+    print(f"Valkey:     {ep.redis_url}")
+    if ep.embedded is not None:
+        owned = ", ".join(f"{k}={'started here' if v else 'already running'}" for k, v in ep.embedded.owned.items())
+        print(f"embedded servers in {ep.embedded.data_dir} ({owned})", flush=True)
+
+
+async def cmd_serve(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    from .app import build_public_app
+
+    app = build_public_app(storage.pool, storage.redis)
+    async with server.serving(app, cfg.public_host, cfg.public_port):
+        print(f"public responder on http://{cfg.public_host}:{cfg.public_port} (Ctrl-C stops it)", flush=True)
+        await lifetime.wait()
+    return EXIT_OK
+
+
+def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(cfg, hold=not args.no_wait)
+
+
+def cmd_config(cfg: Config, args: argparse.Namespace) -> int:
+    shown = cfg.redacted()
+    if args.json:
+        _print_json(shown)
+    else:
+        helps = {s.env: s.help for s in SETTINGS}
+        for env, value in shown.items():
+            print(f"{env} = {value}")
+            print(textwrap.indent(textwrap.fill(helps[env], 86), "    # "))
+    return EXIT_OK
+
+
+# The parser ------------------------------------------------------------------------------
+
+_DESCRIPTION = """\
+certstatus: OCSP/CRL status service and embedded CA for a national citizen PKI.
+
+With no DATABASE_URL / REDIS_URL set, every command runs a private PostgreSQL and
+Valkey from the data directory (default ./.certstatus) and stops them when it ends;
+a command started while another one holds them running (e.g. 'certstatus demo')
+simply uses them.
+"""
+
+_EPILOG = """\
+getting started:
+  certstatus demo                      set up a demo CA, issue sample certificates, serve
+  certstatus ca init                   create a root, issuing CAs and OCSP signers
+  certstatus cert issue --issuer moica --profile citizen-signing --csr req.pem
+  certstatus cert revoke moica 5C1D... --reason keyCompromise
+  certstatus config                    every setting, its variable and what it does
+
+Keys are encrypted at rest with the passphrase in CERTSTATUS_KEY_PASSPHRASE_FILE
+(or CERTSTATUS_KEY_PASSPHRASE). The demo creates one in the data directory.
+"""
+
+
+def _common(p: argparse.ArgumentParser, *, json: bool = True, actor: bool = False) -> None:
+    if json:
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    if actor:
+        p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
+        p.add_argument(
+            "--idempotency-key", metavar="KEY",
+            help="a client-chosen key: repeating the command with it returns the first answer instead of acting twice",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certstatus", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (also CERTSTATUS_CONFIG)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="data directory (also CERTSTATUS_DATA_DIR; default ./.certstatus)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str, func: Callable[..., Any], parent: Any = sub, **kw: Any) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "demo", "run a demo CA and responder with sample certificates", cmd_demo,
+        description=(
+            "Start the embedded servers, create a demo CA (root + MOICA and GCA issuers) if there is none,\n"
+            "issue sample citizen certificates (good, revoked, suspended), write the PEM files and a cheat\n"
+            "sheet into the data directory, and serve the public responder until Ctrl-C."
+        ),
+    )
+    p.add_argument("--public-port", type=int, help="public responder port (default 8080)")
+    p.add_argument("--no-wait", action="store_true", help="set everything up, then exit instead of serving")
+
+    p = add("serve", "run the public responder (health, readiness, CA certificates)", _with_storage(cmd_serve))
+    p.add_argument("--public-port", type=int, help="port (default 8080, or CERTSTATUS_PUBLIC_PORT)")
+    p.add_argument("--public-host", help="bind address (default 127.0.0.1)")
+
+    ca = sub.add_parser("ca", help="create and manage the CA hierarchy").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    p = add(
+        "init", "create the root CA, issuing CAs and their OCSP signers", _with_storage(cmd_ca_init), parent=ca,
+        description=(
+            "Create a root CA, one or more issuing CAs under it and a delegated OCSP signing certificate\n"
+            "for each, in one transaction. Key types come from CERTSTATUS_ROOT_KEY_TYPE,\n"
+            "CERTSTATUS_ISSUER_KEY_TYPE and CERTSTATUS_OCSP_KEY_TYPE (rsa2048, rsa3072, rsa4096,\n"
+            "ec-p256, ec-p384). The base URL in CERTSTATUS_PUBLIC_BASE_URL is written into every\n"
+            "certificate: set it before you issue."
+        ),
+    )
+    p.add_argument("--issuer", action="append", metavar="NAME", help="an issuing CA to create (repeatable; default: moica and gca)")
+    p.add_argument("--root-name", default="root", help="short name of the root (default root)")
+    _common(p, json=False, actor=False)
+    p.add_argument("--actor", help="name recorded in the audit log")
+    p = add("add-issuer", "add an issuing CA under the existing root", _with_storage(cmd_ca_add_issuer), parent=ca)
+    p.add_argument("name", help="short name used in URLs, e.g. moeaca")
+    p.add_argument("--common-name", help="CN of the new CA")
+    p.add_argument("--actor", help="name recorded in the audit log")
+    p = add("renew-ocsp", "issue fresh OCSP signing certificates", _with_storage(cmd_ca_renew_ocsp), parent=ca)
+    p.add_argument("--issuer", action="append", metavar="NAME", help="only this issuer (repeatable; default: all)")
+    p.add_argument("--actor", help="name recorded in the audit log")
+    p = add("list", "list the CAs and their OCSP signers", _with_storage(cmd_ca_list), parent=ca)
+    _common(p)
+    p = add("export", "write the CA and OCSP signer certificates as PEM files", _with_storage(cmd_ca_export), parent=ca)
+    p.add_argument("directory", help="where to write them (created if missing)")
+
+    cert = sub.add_parser("cert", help="issue, revoke, suspend, resume and look up certificates").add_subparsers(
+        dest="cert_command", metavar="ACTION", required=True
+    )
+    p = add(
+        "issue", "issue a citizen certificate from a CSR (or a generated key)", _with_storage(cmd_cert_issue), parent=cert,
+        description=(
+            "Issue a certificate from a PKCS#10 CSR. The CSR's signature (proof of possession), key\n"
+            "(RSA >= 2048 bits, ECDSA P-256/P-384) and subject (C=TW, CN, serialNumber of 16 digits)\n"
+            "are checked. --name/--holder-id override the CSR subject. --generate-key makes the key\n"
+            "here instead (for demos and tests) and writes it to --key-out."
+        ),
+    )
+    p.add_argument("--issuer", required=True, help="issuing CA, e.g. moica")
+    p.add_argument("--profile", required=True, choices=sorted(END_ENTITY_PROFILES), help="certificate profile")
+    p.add_argument("--csr", metavar="FILE", help="PEM or DER CSR ('-' reads standard input)")
+    p.add_argument("--generate-key", action="store_true", help="generate the key pair here")
+    p.add_argument("--key-type", default="rsa2048", help="with --generate-key: rsa2048 (default), rsa3072, rsa4096, ec-p256, ec-p384")
+    p.add_argument("--key-out", metavar="FILE", help="with --generate-key: where to write the private key (mode 0600)")
+    p.add_argument("--name", help="holder name (CN)")
+    p.add_argument("--holder-id", help="16-digit holder number (subject serialNumber)")
+    p.add_argument("--email", help="e-mail address for the rfc822Name SAN")
+    p.add_argument("--validity-days", type=int, help="validity (default 1826, i.e. 5 years)")
+    p.add_argument("--out", metavar="FILE", help="write the certificate PEM here instead of printing it")
+    _common(p, actor=True)
+
+    reasons = ", ".join(r.rfc_name for r in RevocationReason)
+    for op, text in (
+        ("revoke", "revoke a certificate for good"),
+        ("suspend", "suspend a certificate (certificateHold) until resumed"),
+        ("resume", "lift a suspension"),
+    ):
+        p = add(op, text, _with_storage(cmd_cert_change), parent=cert)
+        p.set_defaults(op=op)
+        p.add_argument("issuer", help="issuing CA, e.g. moica")
+        p.add_argument("serial", help="serial number in hex")
+        if op == "revoke":
+            p.add_argument("--reason", help=f"RFC 5280 reason, name or code (default unspecified); one of {reasons}")
+            p.add_argument("--invalidity-date", metavar="TIME", help="ISO 8601 time the key became unsafe, e.g. 2026-05-01T08:00:00Z")
+        _common(p, actor=True)
+
+    p = add("show", "show one certificate", _with_storage(cmd_cert_show), parent=cert)
+    p.add_argument("issuer")
+    p.add_argument("serial")
+    p.add_argument("--pem", action="store_true", help="also print the certificate PEM")
+    _common(p)
+    p = add("list", "find certificates by holder, issuer or status", _with_storage(cmd_cert_list), parent=cert)
+    p.add_argument("--holder", metavar="ID", help="16-digit holder number")
+    p.add_argument("--issuer")
+    p.add_argument("--status", choices=[s.value for s in CertStatus])
+    p.add_argument("--limit", type=int, default=100)
+    _common(p)
+
+    audit = sub.add_parser("audit", help="read the audit log").add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    p = add("list", "list audit entries, oldest first", _with_storage(cmd_audit_list), parent=audit)
+    p.add_argument("--issuer")
+    p.add_argument("--serial")
+    p.add_argument("--limit", type=int, default=100)
+    _common(p)
+
+    dbp = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    add("migrate", "apply pending schema migrations (every command also does this)", cmd_db_migrate, parent=dbp)
+
+    add(
+        "services", "run only the embedded PostgreSQL and Valkey, printing their URLs", cmd_services,
+        description="Run the embedded servers in the foreground (e.g. to point psql or valkey-cli at them).",
+    )
+    p = add("config", "show every setting, where it comes from and what it does", cmd_config)
+    _common(p)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.data_dir is not None:
+        out["data_dir"] = args.data_dir
+    for name in ("public_port", "public_host"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = Config.load(toml_path=args.config, overrides=_overrides(args))
+        configure_logging(cfg)
+        return int(args.func(cfg, args))
+    except ConfigurationError as e:
+        print(f"certstatus: configuration error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except StorageError as e:
+        print(f"certstatus: storage error: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except CAError as e:
+        print(f"certstatus: {e.code}: {e.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"certstatus: {e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
