@@ -55,7 +55,7 @@ from .model import (
     parse_serial,
 )
 from .pki import load_signing_ca
-from .profiles import HolderSubject, PublicURLs, get_profile
+from .profiles import HolderSubject, PublicURLs, get_profile, subject_text
 from .storage import postgres as db
 
 __all__ = [
@@ -106,7 +106,8 @@ def _why_illegal(record: CertRecord, op: Operation) -> str:
     if record.status is CertStatus.REVOKED:
         when = record.revoked_at.isoformat() if record.revoked_at else "?"
         reason = record.reason.rfc_name if record.reason is not None else "?"
-        return f"{who} is revoked ({reason}, {when}); revocation is final and cannot be {op.value}d"
+        done = "is already revoked" if op is Operation.REVOKE else f"cannot be {op.value}d: it is revoked"
+        return f"{who} {done} ({reason}, {when}); revocation is final"
     if op is Operation.RESUME:
         return f"{who} is {record.status.value}; only a suspended certificate can be resumed"
     if op is Operation.SUSPEND:
@@ -348,7 +349,7 @@ class CertificateAuthority:
                     issuer_id=signer.id,
                     serial=serial,
                     profile=chosen.name,
-                    subject=cert.subject.rfc4514_string(),
+                    subject=subject_text(cert.subject),
                     holder_id=holder.holder_id,
                     not_before=cert.not_valid_before_utc,
                     not_after=cert.not_valid_after_utc,

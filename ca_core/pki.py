@@ -33,6 +33,7 @@ from .profiles import (
     OCSP_SIGNER_VALIDITY,
     ROOT_VALIDITY,
     PublicURLs,
+    subject_text,
     validate_issuer_slug,
 )
 from .storage import postgres as db
@@ -109,7 +110,7 @@ async def _record_ca_certificate(
         issuer_id=issuer_id,
         serial=cert.serial_number,
         profile=profile,
-        subject=cert.subject.rfc4514_string(),
+        subject=subject_text(cert.subject),
         holder_id=None,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -130,7 +131,7 @@ async def _audit(conn: asyncpg.Connection, actor: str, action: str, issuer_id: i
         serial=cert.serial_number,
         before=None,
         after={
-            "subject": cert.subject.rfc4514_string(),
+            "subject": subject_text(cert.subject),
             "not_after": cert.not_valid_after_utc.isoformat(),
         },
         idempotency_key=None,

@@ -38,6 +38,7 @@ __all__ = [
     "PublicURLs",
     "ROOT_VALIDITY",
     "get_profile",
+    "subject_text",
     "validate_issuer_slug",
 ]
 
@@ -61,6 +62,11 @@ _HOLDER_ID = re.compile(r"^[0-9]{16}$")
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 #: ub-common-name (RFC 5280 Appendix A).
 _MAX_CN = 64
+
+
+def subject_text(name: x509.Name) -> str:
+    """RFC 4514 text of a name, spelling serialNumber out (cryptography prints its OID)."""
+    return name.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"})
 
 
 def validate_issuer_slug(slug: str) -> str:

@@ -26,7 +26,7 @@ from ca_core.errors import CAError, ConfigurationError, StorageError, Validation
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
 from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
 from ca_core.pki import IssuerSpec, add_issuer, init_pki, renew_ocsp_signer
-from ca_core.profiles import END_ENTITY_PROFILES, HolderSubject
+from ca_core.profiles import END_ENTITY_PROFILES, HolderSubject, subject_text
 from ca_core.storage import postgres as db
 
 from . import server
@@ -165,11 +165,11 @@ async def cmd_ca_init(cfg: Config, args: argparse.Namespace, storage: Storage, l
         root_key_type=cfg.root_key_type,
         ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
     )
-    rows = [("root", args.root_name, summary.root.subject.rfc4514_string(), _when(summary.root.not_valid_after_utc))]
+    rows = [("root", args.root_name, subject_text(summary.root.subject), _when(summary.root.not_valid_after_utc))]
     for name, cert in summary.issuers.items():
-        rows.append(("issuing", name, cert.subject.rfc4514_string(), _when(cert.not_valid_after_utc)))
+        rows.append(("issuing", name, subject_text(cert.subject), _when(cert.not_valid_after_utc)))
         signer = summary.ocsp_signers[name]
-        rows.append(("ocsp", name, signer.subject.rfc4514_string(), _when(signer.not_valid_after_utc)))
+        rows.append(("ocsp", name, subject_text(signer.subject), _when(signer.not_valid_after_utc)))
     print(_table(rows, ["kind", "issuer", "subject", "not after"]))
     return EXIT_OK
 
@@ -186,7 +186,7 @@ async def cmd_ca_add_issuer(cfg: Config, args: argparse.Namespace, storage: Stor
         storage.pool, vault(cfg), spec, clock=SystemClock(), urls=cfg.urls(), actor=_actor(args),  # type: ignore[arg-type]
         organization=cfg.organization, ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
     )
-    print(f"added issuer {args.name}: {cert.subject.rfc4514_string()} (OCSP signer until {_when(signer.not_valid_after_utc)})")
+    print(f"added issuer {args.name}: {subject_text(cert.subject)} (OCSP signer until {_when(signer.not_valid_after_utc)})")
     return EXIT_OK
 
 
@@ -216,7 +216,7 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
                 {
                     "name": issuer.name,
                     "kind": issuer.kind,
-                    "subject": cert.subject.rfc4514_string(),
+                    "subject": subject_text(cert.subject),
                     "key": cert.public_key().__class__.__name__.removeprefix("_").replace("PublicKey", ""),
                     "not_after": cert.not_valid_after_utc.isoformat(),
                     "crl_partitions": issuer.crl_partitions,
@@ -240,7 +240,7 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
 async def cmd_ca_export(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
     from .demo import export_ca_files
 
-    written = await export_ca_files(storage.pool, Path(args.directory))
+    written = await export_ca_files(storage.pool, Path(args.directory), now=SystemClock().now())
     for path in written:
         print(path)
     return EXIT_OK

@@ -79,9 +79,9 @@ def _pem(der: bytes) -> str:
     return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM).decode()
 
 
-async def export_ca_files(pool: asyncpg.Pool, directory: Path) -> list[Path]:
-    """Write root.pem, <issuer>.pem, <issuer>-chain.pem and <issuer>-ocsp.pem; return the paths."""
-    now = SystemClock().now()
+async def export_ca_files(pool: asyncpg.Pool, directory: Path, *, now: dt.datetime) -> list[Path]:
+    """Write root.pem, <issuer>.pem, <issuer>-chain.pem and <issuer>-ocsp.pem (the signer valid
+    at ``now``); return the paths."""
     written: list[Path] = []
     async with pool.acquire() as conn:
         issuers = await db.list_issuers(conn)
@@ -240,7 +240,7 @@ async def _demo(
     issuing = [i.name for i in issuers if i.kind == "issuing"][:2]
     ca = CertificateAuthority(storage.pool, the_vault, clock=SystemClock(), urls=cfg.urls())
     manifest = await _ensure_samples(ca, demo_dir, issuing)
-    await export_ca_files(storage.pool, demo_dir)
+    await export_ca_files(storage.pool, demo_dir, now=SystemClock().now())
     assert passphrase_file is not None or cfg.key_passphrase is not None
     sheet = cfg.data_dir / "CHEATSHEET.md"
     _write(sheet, _cheat_sheet(cfg, demo_dir, manifest, passphrase_file or Path("<your passphrase file>")))

@@ -133,7 +133,7 @@ class _Server:
         self.prepare()
         pid = self.running_pid()
         if pid is not None and self.is_ready():
-            _log.info("attaching to the %s server already running (pid %d)", self.name, pid)
+            _log.debug("attaching to the %s server already running (pid %d)", self.name, pid)
             self.owned = False
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,9 @@ def storage_errors(what: str) -> Iterator[None]:
         yield
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as e:
         raise StorageError(f"PostgreSQL is unreachable while trying to {what}: {e}") from e
-    except asyncpg.InsufficientPrivilegeError as e:
+    except asyncpg.PostgresError as e:
+        # The CA checks everything it can before writing; what PostgreSQL still refuses
+        # (a trigger, a constraint, a privilege) is reported, and the transaction is gone.
         raise StorageError(f"PostgreSQL refused to {what}: {e}") from e
 
 
