@@ -44,7 +44,7 @@ def _field(default: Any, env: str, help: str, *, secret: bool = False) -> Any:
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class Config:
     """Validated settings. Build with :meth:`load`; never mutate (it is frozen)."""
 
@@ -128,7 +128,15 @@ class Config:
                 "set either CERTSTATUS_KEY_PASSPHRASE or CERTSTATUS_KEY_PASSPHRASE_FILE, not both"
             )
         # Validate the URL now so a typo fails at start-up, not at the first issuance.
-        self.urls()
+        try:
+            self.urls()
+        except ConfigurationError as e:
+            raise ConfigurationError(f"CERTSTATUS_PUBLIC_BASE_URL: {e.message}") from None
+
+    def __repr__(self) -> str:
+        # Never the secrets: a config object may end up in a log line or a traceback.
+        shown = ", ".join(f"{f.name}={v}" for f, v in zip(dataclasses.fields(self), self.redacted().values(), strict=True))
+        return f"Config({shown})"
 
     # Derived values -------------------------------------------------------
 
