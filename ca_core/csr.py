@@ -52,18 +52,18 @@ def load_csr(data: bytes | str) -> CheckedCSR:
         raise BadCSR(f"the CSR cannot be parsed as PEM or DER PKCS#10: {e}") from None
 
     try:
+        public_key = csr.public_key()
+    except Exception as e:  # noqa: BLE001 - any parse failure of the key is a bad CSR
+        raise BadCSR(f"the CSR's public key cannot be read: {e}") from None
+    key_type = check_public_key(public_key)
+
+    try:
         algorithm = csr.signature_hash_algorithm
     except Exception:  # UnsupportedAlgorithm for exotic OIDs
         raise BadCSR("the CSR is signed with an algorithm this CA does not support") from None
     if not isinstance(algorithm, _ACCEPTED_HASHES):
         name = algorithm.name if algorithm is not None else "none"
         raise BadCSR(f"the CSR is signed with {name}; use SHA-256, SHA-384 or SHA-512")
-
-    try:
-        public_key = csr.public_key()
-    except Exception as e:  # noqa: BLE001 - any parse failure of the key is a bad CSR
-        raise BadCSR(f"the CSR's public key cannot be read: {e}") from None
-    key_type = check_public_key(public_key)
 
     try:
         valid = csr.is_signature_valid

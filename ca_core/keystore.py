@@ -49,6 +49,8 @@ _MAGIC: Final = b"CSK1"
 _HEADER = struct.Struct("!4sBBB16s12s")
 #: OWASP's 2023 floor for scrypt is N=2^17, r=8, p=1 (128 MiB, ~0.3 s here).
 DEFAULT_SCRYPT_N_LOG2: Final = 17
+_MIN_N_LOG2, _MAX_N_LOG2 = 10, 18  # 2^18 with r=8 is 256 MiB
+_SCRYPT_R, _SCRYPT_P = 8, 1
 MIN_PASSPHRASE_LENGTH: Final = 12
 
 
@@ -60,7 +62,8 @@ class Passphrase:
     def __init__(self, value: str | bytes) -> None:
         raw = value.encode() if isinstance(value, str) else bytes(value)
         raw = raw.rstrip(b"\r\n")
-        if len(raw) < MIN_PASSPHRASE_LENGTH:
+        # Count characters, not bytes: four CJK characters are 12 bytes but a weak secret.
+        if len(raw.decode("utf-8", "replace")) < MIN_PASSPHRASE_LENGTH:
             raise ConfigurationError(
                 f"the key passphrase is too short: use at least {MIN_PASSPHRASE_LENGTH} characters"
             )
@@ -150,8 +153,8 @@ class KeyVault:
     """
 
     def __init__(self, passphrase: Passphrase, *, scrypt_n_log2: int = DEFAULT_SCRYPT_N_LOG2) -> None:
-        if not 10 <= scrypt_n_log2 <= 22:
-            raise ConfigurationError(f"scrypt cost 2^{scrypt_n_log2} is outside 2^10..2^22")
+        if not _MIN_N_LOG2 <= scrypt_n_log2 <= _MAX_N_LOG2:
+            raise ConfigurationError(f"scrypt cost 2^{scrypt_n_log2} is outside 2^{_MIN_N_LOG2}..2^{_MAX_N_LOG2}")
         self._passphrase = passphrase
         self._n_log2 = scrypt_n_log2
         self._salt = os.urandom(16)
@@ -164,7 +167,9 @@ class KeyVault:
         params = (salt, n_log2, r, p)
         kek = self._keks.get(params)
         if kek is None:
-            if not 10 <= n_log2 <= 22 or not 1 <= r <= 32 or not 1 <= p <= 16:
+            # The parameters are read before anything is authenticated, so bound them: a
+            # damaged or hostile blob must not make us derive with gigabytes of memory.
+            if not _MIN_N_LOG2 <= n_log2 <= _MAX_N_LOG2 or r != _SCRYPT_R or p != _SCRYPT_P:
                 raise KeyStoreError("sealed key has implausible scrypt parameters; it is corrupt")
             kdf = Scrypt(salt=salt, length=32, n=1 << n_log2, r=r, p=p)
             kek = kdf.derive(self._passphrase.reveal())
@@ -178,7 +183,7 @@ class KeyVault:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        r, p = 8, 1
+        r, p = _SCRYPT_R, _SCRYPT_P
         nonce = os.urandom(12)
         header = _HEADER.pack(_MAGIC, self._n_log2, r, p, self._salt, nonce)
         kek = self._kek(self._salt, self._n_log2, r, p)

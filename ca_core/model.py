@@ -72,7 +72,7 @@ class RevocationReason(enum.IntEnum):
                     f"(valid: {', '.join(str(int(r)) for r in cls)})"
                 ) from None
         text = str(value).strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit() and len(text) <= 3:
             return cls.parse(int(text))
         key = re.sub(r"[^a-z]", "", text.lower())
         for reason in cls:
@@ -163,7 +163,7 @@ def parse_serial(text: str | int) -> int:
         cleaned = str(text).strip().lower().replace(":", "").replace(" ", "")
         if cleaned.startswith("0x"):
             cleaned = cleaned[2:]
-        if not cleaned or not _HEX.match(cleaned):
+        if not cleaned or len(cleaned) > 64 or not _HEX.fullmatch(cleaned):
             raise ValidationError(f"serial {str(text)!r} is not a hexadecimal number")
         serial = int(cleaned, 16)
     if serial <= 0 or serial.bit_length() > 159:

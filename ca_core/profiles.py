@@ -71,7 +71,7 @@ def subject_text(name: x509.Name) -> str:
 
 def validate_issuer_slug(slug: str) -> str:
     """Issuer names appear in URLs (``/crl/moica/3.crl``), so keep them URL-plain."""
-    if not _SLUG.match(slug):
+    if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
         raise ValidationError(
             f"issuer name {slug!r} is not valid: use 1-31 lower-case letters, digits or '-', "
             "starting with a letter (it becomes part of every CRL and CA URL)"
@@ -90,13 +90,15 @@ class PublicURLs:
     base: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.base, str) or any(c.isspace() or not c.isprintable() for c in self.base):
+            raise ConfigurationError(f"public base URL {self.base!r} must not contain spaces or control characters")
+        if "?" in self.base or "#" in self.base:
+            raise ConfigurationError(f"public base URL {self.base!r} must not have a query or fragment")
         parts = urlsplit(self.base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(
                 f"public base URL {self.base!r} must be an absolute http:// or https:// URL"
             )
-        if parts.query or parts.fragment:
-            raise ConfigurationError(f"public base URL {self.base!r} must not have a query or fragment")
         object.__setattr__(self, "base", self.base.rstrip("/"))
 
     @property
@@ -133,13 +135,19 @@ class HolderSubject:
         name = unicodedata.normalize("NFC", self.name.strip()) if isinstance(self.name, str) else ""
         if not name:
             raise BadSubject("the holder name (CN) is empty")
-        if len(name) > _MAX_CN:
-            raise BadSubject(f"the holder name has {len(name)} characters; CN allows at most {_MAX_CN}")
+        if len(name) > _MAX_CN or len(name.encode()) > _MAX_CN:
+            # RFC 5280 counts characters, but cryptography (and other encoders) count the
+            # UTF-8 bytes; staying within both keeps every certificate encodable: up to
+            # 64 Latin letters or 21 CJK characters, room for any real name on a card.
+            raise BadSubject(
+                f"the holder name is {len(name)} characters ({len(name.encode())} bytes of UTF-8); "
+                f"CN allows at most {_MAX_CN} bytes"
+            )
         if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
             raise BadSubject("the holder name contains control or format characters")
         object.__setattr__(self, "name", name)
         holder_id = self.holder_id.strip() if isinstance(self.holder_id, str) else ""
-        if not _HOLDER_ID.match(holder_id):
+        if not _HOLDER_ID.fullmatch(holder_id):
             raise BadSubject(
                 f"holder number {self.holder_id!r} must be exactly 16 ASCII digits "
                 "(seed 001 shows e.g. 0000000111729553)"
@@ -149,7 +157,7 @@ class HolderSubject:
             email = self.email.strip()
             if not email:
                 object.__setattr__(self, "email", None)
-            elif len(email) > 254 or not _EMAIL.match(email):
+            elif len(email) > 254 or not _EMAIL.fullmatch(email):
                 raise BadSubject(f"e-mail address {self.email!r} is not a plain ASCII address")
             else:
                 object.__setattr__(self, "email", email)
