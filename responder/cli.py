@@ -615,6 +615,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CAError as e:
         print(f"certstatus: {e.code}: {e.message}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (e.g. `certstatus config | head`): not an error worth a word.
+        sys.stderr.close()
+        return EXIT_OK
     except OSError as e:
         print(f"certstatus: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
