@@ -12,7 +12,7 @@ from typing import Protocol
 
 __all__ = ["Clock", "FakeClock", "SystemClock", "UTC"]
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Clock(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .errors import BadCSR
 from .keystore import PublicKey, check_public_key
@@ -71,4 +72,5 @@ def load_csr(data: bytes | str) -> CheckedCSR:
         valid = False
     if not valid:
         raise BadCSR("the CSR's signature does not verify: it does not prove possession of the private key")
-    return CheckedCSR(csr, public_key, key_type)  # type: ignore[arg-type]
+    assert isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey))  # check_public_key saw to it
+    return CheckedCSR(csr, public_key, key_type)

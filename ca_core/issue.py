@@ -13,7 +13,11 @@ import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    NameOID,
+)
 
 from .errors import ValidationError, WeakKey
 from .keystore import PrivateKey, PublicKey, check_public_key, signature_hash_for

@@ -103,7 +103,7 @@ def generate_private_key(key_type: KeyType) -> PrivateKey:
     raise AssertionError(key_type)  # pragma: no cover - exhaustive
 
 
-def key_type_of(key: PublicKey | PrivateKey) -> KeyType:
+def key_type_of(key: object) -> KeyType:
     """The :class:`KeyType` of a key, or :class:`WeakKey` if policy refuses it."""
     if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         return check_public_key(key.public_key())
@@ -136,7 +136,7 @@ def check_public_key(key: object) -> KeyType:
     raise WeakKey(f"public key type {type(key).__name__} is not accepted: use RSA or ECDSA P-256/P-384")
 
 
-def signature_hash_for(key: PublicKey | PrivateKey) -> hashes.HashAlgorithm:
+def signature_hash_for(key: PublicKey | PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     """The digest to sign with: SHA-384 for P-384 keys, SHA-256 otherwise."""
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and isinstance(
         key.curve, ec.SECP384R1

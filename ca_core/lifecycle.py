@@ -43,7 +43,13 @@ from .errors import (
     ValidationError,
 )
 from .issue import SigningCA, build_end_entity, partition_for, random_serial
-from .keystore import KeyVault, PrivateKey, PublicKey, check_public_key, generate_private_key
+from .keystore import (
+    KeyVault,
+    PrivateKey,
+    PublicKey,
+    check_public_key,
+    generate_private_key,
+)
 from .model import (
     END_ENTITY_REVOCATION_REASONS,
     AuditEntry,

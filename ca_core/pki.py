@@ -22,7 +22,14 @@ from cryptography.hazmat.primitives import serialization
 
 from .clock import Clock
 from .errors import CAError, UnknownIssuer, ValidationError
-from .issue import SigningCA, build_issuing_ca, build_ocsp_signer, build_root, ca_name, random_serial
+from .issue import (
+    SigningCA,
+    build_issuing_ca,
+    build_ocsp_signer,
+    build_root,
+    ca_name,
+    random_serial,
+)
 from .keystore import KeyVault, PrivateKey, generate_private_key
 from .model import KeyType
 from .profiles import (

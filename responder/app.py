@@ -11,13 +11,12 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from ca_core.clock import Clock, SystemClock
 from ca_core.storage import postgres as db
 
 __all__ = ["CA_CERTS", "build_public_app"]
@@ -26,7 +25,6 @@ _log = logging.getLogger(__name__)
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
-CLOCK = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
 
 
 class CACertificates:
@@ -97,7 +95,9 @@ async def ca_certificate(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def _no_tracebacks(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _no_tracebacks(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """Unexpected errors are logged here and answered with a terse 500, never a traceback."""
     try:
         return await handler(request)
@@ -110,12 +110,11 @@ async def _no_tracebacks(request: web.Request, handler: web.Handler) -> web.Stre
         return web.Response(status=500, text="internal error\n")
 
 
-def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis, *, clock: Clock | None = None) -> web.Application:
+def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis) -> web.Application:
     """The public application over already-open storage (the caller owns and closes it)."""
     app = web.Application(middlewares=[_no_tracebacks], client_max_size=64 * 1024)
     app[POOL] = pool
     app[REDIS] = redis
-    app[CLOCK] = clock or SystemClock()
     app[CA_CERTS] = CACertificates()
 
     async def load_ca_certs(app: web.Application) -> AsyncIterator[None]:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ca_core.clock import SystemClock
 from ca_core.errors import CAError, ConfigurationError, StorageError, ValidationError
+from ca_core.keystore import key_type_of
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
 from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
 from ca_core.pki import IssuerSpec, add_issuer, init_pki, renew_ocsp_signer
@@ -112,7 +113,7 @@ def _parse_time(text: str) -> dt.datetime:
         raise ValidationError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-05-01T08:00:00Z)") from None
     if value.tzinfo is None:
         raise ValidationError(f"{text!r} has no time zone; add Z for UTC")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 # Running commands ------------------------------------------------------------------
@@ -155,7 +156,7 @@ async def cmd_ca_init(cfg: Config, args: argparse.Namespace, storage: Storage, l
     print(f"creating root {args.root_name!r} and issuers {', '.join(s.name for s in specs)} ...", file=sys.stderr)
     summary = await init_pki(
         storage.pool,
-        vault(cfg),  # type: ignore[arg-type]
+        vault(cfg),
         clock=SystemClock(),
         urls=cfg.urls(),
         issuers=specs,
@@ -183,7 +184,7 @@ async def cmd_ca_add_issuer(cfg: Config, args: argparse.Namespace, storage: Stor
         crl_partitions=cfg.crl_partitions,
     )
     cert, signer = await add_issuer(
-        storage.pool, vault(cfg), spec, clock=SystemClock(), urls=cfg.urls(), actor=_actor(args),  # type: ignore[arg-type]
+        storage.pool, vault(cfg), spec, clock=SystemClock(), urls=cfg.urls(), actor=_actor(args),
         organization=cfg.organization, ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
     )
     print(f"added issuer {args.name}: {subject_text(cert.subject)} (OCSP signer until {_when(signer.not_valid_after_utc)})")
@@ -197,7 +198,7 @@ async def cmd_ca_renew_ocsp(cfg: Config, args: argparse.Namespace, storage: Stor
     the_vault = vault(cfg)
     for name in names:
         cert = await renew_ocsp_signer(
-            storage.pool, the_vault, name, clock=SystemClock(), actor=_actor(args),  # type: ignore[arg-type]
+            storage.pool, the_vault, name, clock=SystemClock(), actor=_actor(args),
             key_type=cfg.ocsp_key_type, validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
         )
         print(f"{name}: new OCSP signer {cert.serial_number:X}, valid until {_when(cert.not_valid_after_utc)}")
@@ -208,7 +209,7 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
     now = SystemClock().now()
     async with storage.pool.acquire() as conn:
         issuers = await db.list_issuers(conn)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for issuer in issuers:
             cert = x509.load_der_x509_certificate(issuer.certificate)
             signer = await db.current_ocsp_signer(conn, issuer.id, now)
@@ -217,7 +218,7 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
                     "name": issuer.name,
                     "kind": issuer.kind,
                     "subject": subject_text(cert.subject),
-                    "key": cert.public_key().__class__.__name__.removeprefix("_").replace("PublicKey", ""),
+                    "key_type": key_type_of(cert.public_key()).value,
                     "not_after": cert.not_valid_after_utc.isoformat(),
                     "crl_partitions": issuer.crl_partitions,
                     "ocsp_signer_not_after": signer.not_after.isoformat() if signer else None,
@@ -230,8 +231,12 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
     else:
         print(
             _table(
-                [(r["name"], r["kind"], r["subject"], r["not_after"][:10], r["crl_partitions"], (r["ocsp_signer_not_after"] or "-")[:10]) for r in rows],
-                ["name", "kind", "subject", "not after", "partitions", "OCSP signer until"],
+                [
+                    (r["name"], r["kind"], r["subject"], r["key_type"], r["not_after"][:10], r["crl_partitions"],
+                     (r["ocsp_signer_not_after"] or "-")[:10])
+                    for r in rows
+                ],
+                ["name", "kind", "subject", "key", "not after", "partitions", "OCSP signer until"],
             )
         )
     return EXIT_OK
@@ -503,14 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--issuer", action="append", metavar="NAME", help="an issuing CA to create (repeatable; default: moica and gca)")
     p.add_argument("--root-name", default="root", help="short name of the root (default root)")
-    _common(p, json=False, actor=False)
+    key_types = ", ".join(k.value for k in KeyType)
+    p.add_argument("--root-key-type", metavar="TYPE", help=f"root key ({key_types}; default rsa4096)")
+    p.add_argument("--issuer-key-type", metavar="TYPE", help="issuing CA keys (default rsa3072)")
+    p.add_argument("--ocsp-key-type", metavar="TYPE", help="OCSP signer keys (default ec-p256)")
+    p.add_argument("--partitions", type=int, metavar="N", help="CRL partitions per issuer (default 16)")
     p.add_argument("--actor", help="name recorded in the audit log")
     p = add("add-issuer", "add an issuing CA under the existing root", _with_storage(cmd_ca_add_issuer), parent=ca)
     p.add_argument("name", help="short name used in URLs, e.g. moeaca")
     p.add_argument("--common-name", help="CN of the new CA")
+    p.add_argument("--issuer-key-type", metavar="TYPE", help=f"the CA's key ({key_types}; default rsa3072)")
+    p.add_argument("--ocsp-key-type", metavar="TYPE", help="its OCSP signer's key (default ec-p256)")
+    p.add_argument("--partitions", type=int, metavar="N", help="CRL partitions (default 16)")
     p.add_argument("--actor", help="name recorded in the audit log")
     p = add("renew-ocsp", "issue fresh OCSP signing certificates", _with_storage(cmd_ca_renew_ocsp), parent=ca)
     p.add_argument("--issuer", action="append", metavar="NAME", help="only this issuer (repeatable; default: all)")
+    p.add_argument("--ocsp-key-type", metavar="TYPE", help=f"key of the new signers ({key_types}; default ec-p256)")
     p.add_argument("--actor", help="name recorded in the audit log")
     p = add("list", "list the CAs and their OCSP signers", _with_storage(cmd_ca_list), parent=ca)
     _common(p)
@@ -589,10 +602,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags that stand for settings; they win over the file and the environment."""
     out: dict[str, Any] = {}
     if args.data_dir is not None:
         out["data_dir"] = args.data_dir
-    for name in ("public_port", "public_host"):
+    if getattr(args, "partitions", None) is not None:
+        out["crl_partitions"] = args.partitions
+    for name in ("public_port", "public_host", "root_key_type", "issuer_key_type", "ocsp_key_type"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from ca_core.clock import SystemClock
 from ca_core.errors import UnknownCertificate
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
-from ca_core.model import CertRecord, KeyType, RevocationReason
+from ca_core.model import KeyType, RevocationReason
 from ca_core.pki import IssuerSpec, init_pki
 from ca_core.profiles import HolderSubject
 from ca_core.storage import postgres as db
@@ -154,7 +154,7 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
     lines = [
         "# certstatus demo: commands that work against this demo",
         "",
-        f"Generated {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Paths are relative to the",
+        f"Generated {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}. Paths are relative to the",
         "directory the demo was started from.",
         "",
         "## Certificates",
@@ -223,7 +223,6 @@ async def _demo(
     say: Any, hold: bool,
 ) -> int:
     the_vault = vault(cfg)
-    assert the_vault is not None
     async with storage.pool.acquire() as conn:
         issuers = await db.list_issuers(conn)
     if not issuers:

@@ -79,14 +79,12 @@ async def open_storage(ep: Endpoints, cfg: Config, *, migrate: bool = True) -> A
         await pool.close()
 
 
-def vault(cfg: Config, *, required: bool = True) -> KeyVault | None:
+def vault(cfg: Config) -> KeyVault:
     """The key vault, or a clear error naming the settings when no passphrase is configured."""
     passphrase = cfg.passphrase()
     if passphrase is None:
-        if required:
-            raise ConfigurationError(
-                "no key passphrase: set CERTSTATUS_KEY_PASSPHRASE_FILE (a file holding it) or "
-                "CERTSTATUS_KEY_PASSPHRASE; it encrypts the CA keys at rest"
-            )
-        return None
+        raise ConfigurationError(
+            "no key passphrase: set CERTSTATUS_KEY_PASSPHRASE_FILE (a file holding it) or "
+            "CERTSTATUS_KEY_PASSPHRASE; it encrypts the CA keys at rest"
+        )
     return KeyVault(passphrase)

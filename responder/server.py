@@ -52,7 +52,7 @@ def run(main: Callable[[Lifetime], Awaitable[T]]) -> T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        lifetime = Lifetime(task)  # type: ignore[arg-type]
+        lifetime = Lifetime(task)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lifetime._on_signal, sig)
         try:

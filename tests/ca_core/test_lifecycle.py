@@ -28,7 +28,12 @@ from ca_core.errors import (
     WeakKey,
 )
 from ca_core.keystore import generate_private_key
-from ca_core.lifecycle import TRANSITIONS, CertificateAuthority, Operation, plan_transition
+from ca_core.lifecycle import (
+    TRANSITIONS,
+    CertificateAuthority,
+    Operation,
+    plan_transition,
+)
 from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
 from ca_core.pki import PKISummary
 from ca_core.profiles import HolderSubject

@@ -186,3 +186,13 @@ async def test_db_migrate(cli: Callable[..., subprocess.CompletedProcess[str]], 
         assert f"schema at version {await db.schema_version(conn)}" in out
     finally:
         await conn.close()
+
+
+def test_key_types_and_partitions_from_flags(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    cli("ca", "init", "--issuer", "moica", "--root-key-type", "ec-p256", "--issuer-key-type", "rsa2048",
+        "--ocsp-key-type", "ec-p384", "--partitions", "8")
+    rows = {r["name"]: r for r in orjson.loads(cli("ca", "list", "--json").stdout)}
+    assert (rows["root"]["key_type"], rows["moica"]["key_type"], rows["moica"]["crl_partitions"]) == ("ec-p256", "rsa2048", 8)
+    err = cli("ca", "add-issuer", "xca", "--issuer-key-type", "dsa1024", expect=2).stderr
+    assert "must be one of rsa2048, rsa3072, rsa4096, ec-p256, ec-p384" in err
+    assert "CERTSTATUS_CRL_PARTITIONS=0: must be between 1 and 4096" in cli("ca", "add-issuer", "xca", "--partitions", "0", expect=2).stderr
