@@ -198,9 +198,9 @@ def test_precedence_defaults_then_toml_then_env_then_overrides(tmp_path: Path) -
 
 
 def test_overrides_are_coerced_like_everything_else() -> None:
-    cfg = Config.load(env={}, overrides={"public_port": "9090", "data_dir": "/tmp/x", "ocsp_key_type": "EC-P384"})
+    cfg = Config.load(env={}, overrides={"public_port": "9090", "data_dir": "/srv/certstatus", "ocsp_key_type": "EC-P384"})
     assert cfg.public_port == 9090
-    assert cfg.data_dir == Path("/tmp/x")
+    assert cfg.data_dir == Path("/srv/certstatus")
     assert cfg.ocsp_key_type is KeyType.EC_P384
 
 
