@@ -12,7 +12,7 @@ import datetime as dt
 import secrets
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import (
     AuthorityInformationAccessOID,
     ExtendedKeyUsageOID,
@@ -89,6 +89,15 @@ class SigningCA:
     @property
     def not_after(self) -> dt.datetime:
         return self.certificate.not_valid_after_utc
+
+    @property
+    def slow_to_sign(self) -> bool:
+        """RSA signatures cost milliseconds, ECDSA tens of microseconds (bench/issuance.py).
+
+        Callers on an event loop hand slow signatures to a worker thread and do quick ones
+        inline, where a thread hand-off would cost more than it saves.
+        """
+        return isinstance(self.key, rsa.RSAPrivateKey)
 
     def _clamp(self, not_after: dt.datetime) -> dt.datetime:
         # RFC 5280 does not forbid outliving the issuer, but such a certificate

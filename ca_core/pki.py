@@ -110,11 +110,12 @@ async def _store_key(
 
 
 async def _record_ca_certificate(
-    conn: asyncpg.Connection, *, issuer_id: int, cert: x509.Certificate, profile: str, now: dt.datetime
+    conn: asyncpg.Connection, *, issuer_id: int, issuer_name: str, cert: x509.Certificate, profile: str, now: dt.datetime
 ) -> None:
-    ok = await db.insert_certificate(
+    record = await db.insert_certificate(
         conn,
         issuer_id=issuer_id,
+        issuer_name=issuer_name,
         serial=cert.serial_number,
         profile=profile,
         subject=subject_text(cert.subject),
@@ -125,7 +126,7 @@ async def _record_ca_certificate(
         der=cert.public_bytes(serialization.Encoding.DER),
         now=now,
     )
-    if not ok:  # pragma: no cover - 126 random bits
+    if record is None:  # pragma: no cover - 126 random bits
         raise CAError("serial number collision while recording a CA certificate; run the command again")
 
 
@@ -204,7 +205,9 @@ async def _create_issuing_ca(
         crl_partitions=spec.crl_partitions,
         now=now,
     )
-    await _record_ca_certificate(conn, issuer_id=root_id, cert=cert, profile=ISSUING_CA_PROFILE, now=now)
+    await _record_ca_certificate(
+        conn, issuer_id=root_id, issuer_name=root.slug, cert=cert, profile=ISSUING_CA_PROFILE, now=now
+    )
     await _audit(conn, actor, "issuer.create", root_id, cert, now)
     signer = await _issue_ocsp_signer(
         conn, vault, SigningCA(spec.name, cert, key), row.id, spec.ocsp_key_type, now=now, actor=actor, validity=ocsp_validity
@@ -236,7 +239,9 @@ async def _issue_ocsp_signer(
         not_after=cert.not_valid_after_utc,
         now=now,
     )
-    await _record_ca_certificate(conn, issuer_id=issuer_id, cert=cert, profile=OCSP_SIGNER_PROFILE, now=now)
+    await _record_ca_certificate(
+        conn, issuer_id=issuer_id, issuer_name=issuer.slug, cert=cert, profile=OCSP_SIGNER_PROFILE, now=now
+    )
     await _audit(conn, actor, "ocsp-signer.issue", issuer_id, cert, now)
     return cert
 

@@ -330,11 +330,14 @@ async def current_ocsp_signer(conn: asyncpg.Connection, issuer_id: int, now: dt.
 _CERT_COLUMNS = """i.name AS issuer, c.serial, c.profile, c.subject, c.holder_id, c.not_before,
     c.not_after, c.status, c.revoked_at, c.reason, c.invalidity_date, c.crl_partition,
     c.issued_at, c.updated_at, c.der"""
+# The same columns for RETURNING clauses, where the caller already knows the issuer's name.
+_ROW_COLUMNS = """serial, profile, subject, holder_id, not_before, not_after, status, revoked_at, reason,
+    invalidity_date, crl_partition, issued_at, updated_at, der"""
 
 
-def cert_record(row: asyncpg.Record) -> CertRecord:
+def cert_record(row: asyncpg.Record, issuer: str | None = None) -> CertRecord:
     return CertRecord(
-        issuer=row["issuer"],
+        issuer=issuer if issuer is not None else row["issuer"],
         serial=serial_from_bytes(row["serial"]),
         profile=row["profile"],
         subject=row["subject"],
@@ -356,6 +359,7 @@ async def insert_certificate(
     conn: asyncpg.Connection,
     *,
     issuer_id: int,
+    issuer_name: str,
     serial: int,
     profile: str,
     subject: str,
@@ -365,13 +369,13 @@ async def insert_certificate(
     crl_partition: int,
     der: bytes,
     now: dt.datetime,
-) -> bool:
-    """Insert a new certificate; False if (issuer, serial) is already taken."""
-    result = await conn.execute(
-        """INSERT INTO certificates (issuer_id, serial, profile, subject, holder_id, not_before,
+) -> CertRecord | None:
+    """Insert a new certificate and return it; ``None`` if (issuer, serial) is already taken."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO certificates (issuer_id, serial, profile, subject, holder_id, not_before,
                not_after, crl_partition, der, issued_at, updated_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-           ON CONFLICT (issuer_id, serial) DO NOTHING""",
+           ON CONFLICT (issuer_id, serial) DO NOTHING RETURNING {_ROW_COLUMNS}""",
         issuer_id,
         serial_to_bytes(serial),
         profile,
@@ -383,7 +387,7 @@ async def insert_certificate(
         der,
         now,
     )
-    return result.endswith(" 1")
+    return cert_record(row, issuer_name) if row is not None else None
 
 
 async def get_certificate(
@@ -433,6 +437,7 @@ async def set_status(
     conn: asyncpg.Connection,
     *,
     issuer_id: int,
+    issuer_name: str,
     serial: int,
     status: CertStatus,
     revoked_at: dt.datetime | None,
@@ -440,10 +445,10 @@ async def set_status(
     invalidity_date: dt.datetime | None,
     now: dt.datetime,
 ) -> CertRecord:
-    await conn.execute(
-        """UPDATE certificates SET status = $3, revoked_at = $4, reason = $5, invalidity_date = $6,
+    row = await conn.fetchrow(
+        f"""UPDATE certificates SET status = $3, revoked_at = $4, reason = $5, invalidity_date = $6,
                updated_at = $7
-           WHERE issuer_id = $1 AND serial = $2""",
+           WHERE issuer_id = $1 AND serial = $2 RETURNING {_ROW_COLUMNS}""",
         issuer_id,
         serial_to_bytes(serial),
         status.value,
@@ -452,26 +457,29 @@ async def set_status(
         invalidity_date,
         now,
     )
-    record = await get_certificate(conn, issuer_id, serial)
-    assert record is not None
-    return record
+    if row is None:
+        raise StorageError(f"certificate {serial:X} of issuer {issuer_name} vanished during an update")
+    return cert_record(row, issuer_name)
 
 
 async def insert_outbox(
     conn: asyncpg.Connection, *, issuer_id: int, serial: int, event: str, status: CertStatus, now: dt.datetime
 ) -> int:
     """Queue a status event for the signer, and wake it once the transaction commits."""
+    # One round trip: the insert and its NOTIFY. NOTIFY is transactional: listeners hear
+    # it only if this transaction commits.
     event_id = await conn.fetchval(
-        """INSERT INTO outbox (issuer_id, serial, event, status, created_at)
-           VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+        """WITH e AS (
+               INSERT INTO outbox (issuer_id, serial, event, status, created_at)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id)
+           SELECT id FROM e, pg_notify($6, e.id::text)""",
         issuer_id,
         serial_to_bytes(serial),
         event,
         status.value,
         now,
+        OUTBOX_CHANNEL,
     )
-    # NOTIFY is transactional: listeners hear it only if this transaction commits.
-    await conn.execute("SELECT pg_notify($1, $2)", OUTBOX_CHANNEL, str(event_id))
     return int(event_id)
 
 
