@@ -20,6 +20,7 @@ __all__ = [
     "ConfigurationError",
     "IdempotencyConflict",
     "IllegalTransition",
+    "IssuerUnavailable",
     "KeyStoreError",
     "MigrationError",
     "NotFound",
@@ -95,6 +96,12 @@ class CertificateExpired(IllegalTransition):
     """The operation makes no sense for a certificate past its notAfter."""
 
     code = "certificate-expired"
+
+
+class IssuerUnavailable(CAError):
+    """The issuing CA's own certificate is revoked or suspended: it must not sign anything."""
+
+    code = "issuer-unavailable"
 
 
 class IdempotencyConflict(CAError):

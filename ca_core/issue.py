@@ -62,6 +62,15 @@ def partition_for(serial: int, partitions: int) -> int:
 
 
 def ca_name(common_name: str, organization: str) -> x509.Name:
+    """``C=TW, O=<organization>, CN=<common name>``; each at most 64 bytes (RFC 5280 upper bounds)."""
+    for what, value in (("common name", common_name), ("organization", organization)):
+        if not value.strip():
+            raise ValidationError(f"the CA {what} is empty")
+        if len(value.encode()) > 64:
+            raise ValidationError(
+                f"the CA {what} {value!r} is {len(value.encode())} bytes; at most 64 fit "
+                "(choose a shorter CERTSTATUS_ORGANIZATION or --common-name)"
+            )
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "TW"),
@@ -121,16 +130,17 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
-def _aia(urls: PublicURLs, issuer_slug: str) -> x509.AuthorityInformationAccess:
-    return x509.AuthorityInformationAccess(
-        [
-            x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)),
-            x509.AccessDescription(
-                AuthorityInformationAccessOID.CA_ISSUERS,
-                x509.UniformResourceIdentifier(urls.ca_certificate(issuer_slug)),
-            ),
-        ]
-    )
+def _aia(urls: PublicURLs, issuer_slug: str, *, ocsp: bool = True) -> x509.AuthorityInformationAccess:
+    descriptions = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_certificate(issuer_slug))
+        )
+    ]
+    if ocsp:
+        descriptions.insert(
+            0, x509.AccessDescription(AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp))
+        )
+    return x509.AuthorityInformationAccess(descriptions)
 
 
 def _distribution_point(url: str) -> x509.DistributionPoint:
@@ -196,7 +206,10 @@ def build_issuing_ca(
         .add_extension(key_usage({"key_cert_sign", "crl_sign"}), critical=True)
         .add_extension(_ski(public_key), critical=False)
         .add_extension(_aki(parent.certificate), critical=False)
-        .add_extension(_aia(urls, parent.slug), critical=False)
+        # caIssuers only: the root keeps its key offline and has no delegated OCSP signer,
+        # so an issuing CA's status is published by the root's CRL (the distribution
+        # point below), never by OCSP.
+        .add_extension(_aia(urls, parent.slug, ocsp=False), critical=False)
         .add_extension(x509.CRLDistributionPoints([_distribution_point(urls.full_crl(parent.slug))]), critical=False)
         .add_extension(_policies(policy_oids), critical=False)
     )
@@ -287,8 +300,11 @@ def build_end_entity(
             x509.CRLDistributionPoints([_distribution_point(urls.partition_crl(issuer.slug, partition))]),
             critical=False,
         )
-        # RFC 5280 4.2.1.15: freshestCRL must be non-critical.
-        .add_extension(x509.FreshestCRL([_distribution_point(urls.delta_crl(issuer.slug))]), critical=False)
+        # RFC 5280 4.2.1.15: freshestCRL must be non-critical. Its delta has the scope of
+        # the partition named just above (5.2.4), not the issuer-wide one.
+        .add_extension(
+            x509.FreshestCRL([_distribution_point(urls.delta_crl(issuer.slug, partition))]), critical=False
+        )
         .add_extension(_policies(profile.policy_oids), critical=False)
     )
     if subject.email:

@@ -62,8 +62,15 @@ from .model import (
     format_serial,
     parse_serial,
 )
-from .pki import load_signing_ca
-from .profiles import HolderSubject, PublicURLs, get_profile, subject_text
+from .pki import ensure_issuer_usable, load_signing_ca
+from .profiles import (
+    ISSUING_CA_PROFILE,
+    OCSP_SIGNER_PROFILE,
+    HolderSubject,
+    PublicURLs,
+    get_profile,
+    subject_text,
+)
 from .storage import postgres as db
 
 __all__ = [
@@ -77,12 +84,18 @@ __all__ = [
 _MAX_ACTOR = 200
 _MAX_IDEMPOTENCY_KEY = 255
 _SERIAL_ATTEMPTS = 3
+_MAX_VALIDITY = dt.timedelta(days=20 * 366)
 
 
 class Operation(enum.StrEnum):
     REVOKE = "revoke"
     SUSPEND = "suspend"
     RESUME = "resume"
+
+    @property
+    def past(self) -> str:
+        """The past participle, for messages ("cannot be resumed")."""
+        return f"{self.value}d" if self.value.endswith("e") else f"{self.value}ed"
 
 
 #: (current status, operation) -> new status. Anything absent is an illegal transition.
@@ -93,6 +106,13 @@ TRANSITIONS: Mapping[tuple[CertStatus, Operation], CertStatus] = MappingProxyTyp
         (CertStatus.GOOD, Operation.SUSPEND): CertStatus.SUSPENDED,
         (CertStatus.SUSPENDED, Operation.RESUME): CertStatus.GOOD,
     }
+)
+
+#: Certificates the CA issues to itself: revocable, never suspended.
+_CA_SIDE_PROFILES = frozenset({ISSUING_CA_PROFILE, OCSP_SIGNER_PROFILE})
+#: cACompromise applies to CA certificates only (RFC 5280 5.3.1).
+_REASONS_BY_PROFILE: Mapping[str, frozenset[RevocationReason]] = MappingProxyType(
+    {ISSUING_CA_PROFILE: END_ENTITY_REVOCATION_REASONS | {RevocationReason.CA_COMPROMISE}}
 )
 
 #: The outbox event each operation emits.
@@ -114,13 +134,13 @@ def _why_illegal(record: CertRecord, op: Operation) -> str:
     if record.status is CertStatus.REVOKED:
         when = record.revoked_at.isoformat() if record.revoked_at else "?"
         reason = record.reason.rfc_name if record.reason is not None else "?"
-        done = "is already revoked" if op is Operation.REVOKE else f"cannot be {op.value}d: it is revoked"
+        done = "is already revoked" if op is Operation.REVOKE else f"cannot be {op.past}: it is revoked"
         return f"{who} {done} ({reason}, {when}); revocation is final"
     if op is Operation.RESUME:
         return f"{who} is {record.status.value}; only a suspended certificate can be resumed"
     if op is Operation.SUSPEND:
         return f"{who} is already suspended"
-    return f"{who} cannot be {op.value}d from status {record.status.value}"  # pragma: no cover
+    return f"{who} cannot be {op.past} from status {record.status.value}"  # pragma: no cover
 
 
 def plan_transition(
@@ -135,13 +155,22 @@ def plan_transition(
     new_status = TRANSITIONS.get((record.status, op))
     if new_status is None:
         raise IllegalTransition(_why_illegal(record, op), current=record.status.value, operation=op.value)
+    if record.profile in _CA_SIDE_PROFILES and op is not Operation.REVOKE:
+        # Suspension is for holders who lost a card. A CA or OCSP signer that must stop
+        # is revoked (and an OCSP signer, carrying ocsp-nocheck, is simply replaced).
+        raise IllegalTransition(
+            f"certificate {record.serial_hex} is an {record.profile} certificate: it can be revoked, "
+            f"not {op.past}",
+            current=record.status.value,
+            operation=op.value,
+        )
     if op is not Operation.REVOKE and (reason is not None or invalidity_date is not None):
         raise ValidationError(f"{op.value} takes no reason or invalidity date")
     expired = record.not_after <= now
     if expired and op is not Operation.REVOKE:
         raise CertificateExpired(
             f"certificate {record.serial_hex} of issuer {record.issuer} expired at "
-            f"{record.not_after.isoformat()}; it can no longer be {op.value}d",
+            f"{record.not_after.isoformat()}; it can no longer be {op.past}",
             current=record.status.value,
             operation=op.value,
         )
@@ -152,14 +181,15 @@ def plan_transition(
             return StatusChange(CertStatus.GOOD, None, None, None)
         case Operation.REVOKE:
             reason = RevocationReason.UNSPECIFIED if reason is None else reason
-            if reason not in END_ENTITY_REVOCATION_REASONS:
+            allowed = _REASONS_BY_PROFILE.get(record.profile, END_ENTITY_REVOCATION_REASONS)
+            if reason not in allowed:
                 hint = {
                     RevocationReason.CERTIFICATE_HOLD: "; use suspend for certificateHold",
                     RevocationReason.REMOVE_FROM_CRL: "; use resume to lift a suspension",
                 }.get(reason, "")
                 raise ValidationError(
                     f"{reason.rfc_name} is not a revocation reason for this certificate (allowed: "
-                    + ", ".join(r.rfc_name for r in sorted(END_ENTITY_REVOCATION_REASONS))
+                    + ", ".join(r.rfc_name for r in sorted(allowed))
                     + f"){hint}"
                 )
             if invalidity_date is not None:
@@ -210,9 +240,12 @@ def _check_key(key: str | None) -> str | None:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Issuer:
-    id: int
+    row: db.IssuerRow
     ca: SigningCA
-    crl_partitions: int
+
+    @property
+    def id(self) -> int:
+        return self.row.id
 
 
 class CertificateAuthority:
@@ -246,6 +279,8 @@ class CertificateAuthority:
     async def _signing_issuer(self, conn: asyncpg.Connection, name: str) -> _Issuer:
         cached = self._signing.get(name)
         if cached is not None:
+            # The key stays cached; the issuer's own status is read on every use.
+            await ensure_issuer_usable(conn, cached.row)
             return cached
         row = await db.get_issuer(conn, name) if isinstance(name, str) else None
         if row is None:
@@ -254,7 +289,8 @@ class CertificateAuthority:
             raise ValidationError(f"{name!r} is the root CA; citizen certificates come from an issuing CA")
         if self._vault is None:
             raise CAError("this process has no key passphrase, so it cannot issue certificates")
-        issuer = _Issuer(row.id, await load_signing_ca(conn, self._vault, row), row.crl_partitions)
+        await ensure_issuer_usable(conn, row)
+        issuer = _Issuer(row, await load_signing_ca(conn, self._vault, row))
         self._signing[name] = issuer
         return issuer
 
@@ -315,7 +351,6 @@ class CertificateAuthority:
             checked = load_csr(csr)
             key = checked.public_key
             holder = subject if subject is not None else checked.subject(email=email)
-            key_material = checked.csr.public_bytes(serialization.Encoding.DER)
         else:
             assert public_key is not None
             check_public_key(public_key)
@@ -323,11 +358,12 @@ class CertificateAuthority:
             if subject is None:
                 raise ValidationError("a subject is needed when issuing for a bare public key")
             holder = subject
-            key_material = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         if email is not None and subject is not None and subject.email is None:
             holder = dataclasses.replace(holder, email=email)
-        if validity is not None and validity <= dt.timedelta(0):
-            raise ValidationError("validity must be positive")
+        if validity is not None and not dt.timedelta(0) < validity <= _MAX_VALIDITY:
+            raise ValidationError(f"validity must be positive and at most {_MAX_VALIDITY.days} days")
+        # The key, not the CSR bytes: a re-signed (ECDSA) CSR for the same key is the same request.
+        key_material = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
         request = _request_hash(
             "issue",
@@ -339,15 +375,15 @@ class CertificateAuthority:
                 "validity": validity.total_seconds() if validity is not None else None,
             },
         )
-        now = self._clock.now()
         async with db.transaction(self._pool, "issue a certificate") as conn:
             replay = await self._claim(conn, actor, idempotency_key, "issue", request)
             if replay is not None:
                 return await self._replay_record(conn, replay)
             signer = await self._signing_issuer(conn, issuer)
+            now = self._clock.now()
             for _ in range(_SERIAL_ATTEMPTS):
                 serial = random_serial()
-                partition = partition_for(serial, signer.crl_partitions)
+                partition = partition_for(serial, signer.row.crl_partitions)
                 build = functools.partial(
                     build_end_entity, signer.ca, chosen, holder, key, serial=serial, partition=partition,
                     now=now, urls=self._urls, validity=validity,
@@ -402,8 +438,14 @@ class CertificateAuthority:
         """For demos and bulk loads: generate the subject's key here and issue for it.
 
         The caller receives the private key and is responsible for it; the CA keeps no copy.
+        Idempotency keys are refused here: every call makes a new key, so a repeat could
+        never be the same request.
         """
-        key = generate_private_key(key_type)
+        if idempotency_key is not None:
+            raise ValidationError(
+                "an idempotency key cannot be used with a generated key: each call generates a new key"
+            )
+        key = await asyncio.to_thread(generate_private_key, key_type)
         record = await self.issue(
             issuer=issuer, profile=profile, actor=actor, public_key=key.public_key(), subject=subject,
             validity=validity, idempotency_key=idempotency_key,
@@ -423,7 +465,12 @@ class CertificateAuthority:
         idempotency_key: str | None = None,
     ) -> CertRecord:
         """Revoke for good (RFC 5280 reason; unspecified when none is given)."""
-        parsed = RevocationReason.parse(reason) if reason is not None and not isinstance(reason, RevocationReason) else reason
+        if reason is None:
+            parsed = RevocationReason.UNSPECIFIED
+        elif isinstance(reason, RevocationReason):
+            parsed = reason
+        else:
+            parsed = RevocationReason.parse(reason)
         return await self._change(
             Operation.REVOKE, issuer, serial, actor=actor, reason=parsed,
             invalidity_date=invalidity_date, idempotency_key=idempotency_key,
@@ -460,7 +507,6 @@ class CertificateAuthority:
                 "invalidity_date": invalidity_date.isoformat() if invalidity_date else None,
             },
         )
-        now = self._clock.now()
         async with db.transaction(self._pool, f"{op.value} a certificate") as conn:
             replay = await self._claim(conn, actor, idempotency_key, op.value, request)
             if replay is not None:
@@ -471,6 +517,10 @@ class CertificateAuthority:
                 raise UnknownCertificate(
                     f"issuer {issuer} never issued a certificate with serial {format_serial(number)}"
                 )
+            # "Now" is read with the row locked, and never before the row's last change: a
+            # request that waited for a connection or a lock must not write a time earlier
+            # than the change it queued behind (a revocation is never backdated by a race).
+            now = max(self._clock.now(), before.updated_at)
             change = plan_transition(before, op, now=now, reason=reason, invalidity_date=invalidity_date)
             after = await db.set_status(
                 conn,

@@ -12,6 +12,7 @@ Every certificate a CA signs, its own subordinates included, is recorded in the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .clock import Clock
-from .errors import CAError, UnknownIssuer, ValidationError
+from .errors import CAError, IssuerUnavailable, KeyStoreError, UnknownIssuer, ValidationError
 from .issue import (
     SigningCA,
     build_issuing_ca,
@@ -31,7 +32,7 @@ from .issue import (
     random_serial,
 )
 from .keystore import KeyVault, PrivateKey, generate_private_key
-from .model import KeyType
+from .model import CertStatus, KeyType
 from .profiles import (
     CA_VALIDITY,
     DEFAULT_POLICY_OID,
@@ -52,6 +53,7 @@ __all__ = [
     "add_issuer",
     "init_pki",
     "load_ocsp_signer",
+    "ensure_issuer_usable",
     "load_signing_ca",
     "renew_ocsp_signer",
 ]
@@ -128,6 +130,10 @@ async def _record_ca_certificate(
     )
     if record is None:  # pragma: no cover - 126 random bits
         raise CAError("serial number collision while recording a CA certificate; run the command again")
+    # Like any issuance, so the signer publishes its status too.
+    await db.insert_outbox(
+        conn, issuer_id=issuer_id, serial=cert.serial_number, event="issued", status=CertStatus.GOOD, now=now
+    )
 
 
 async def _audit(conn: asyncpg.Connection, actor: str, action: str, issuer_id: int, cert: x509.Certificate, now: dt.datetime) -> None:
@@ -148,9 +154,27 @@ async def _audit(conn: asyncpg.Connection, actor: str, action: str, issuer_id: i
 
 
 async def load_signing_ca(conn: asyncpg.Connection, vault: KeyVault, issuer: db.IssuerRow) -> SigningCA:
-    """An issuer's certificate with its key opened from the vault."""
+    """An issuer's certificate with its key opened from the vault.
+
+    Opening runs scrypt (about 0.3 s, 128 MiB) the first time, in a worker thread so the
+    event loop keeps serving meanwhile.
+    """
     label, sealed = await db.load_sealed_key(conn, issuer.key_id)
-    return SigningCA(issuer.name, x509.load_der_x509_certificate(issuer.certificate), vault.open(sealed, label=label))
+    key = await asyncio.to_thread(vault.open, sealed, label=label)
+    return SigningCA(issuer.name, x509.load_der_x509_certificate(issuer.certificate), key)
+
+
+async def ensure_issuer_usable(conn: asyncpg.Connection, issuer: db.IssuerRow) -> None:
+    """Refuse to sign with an issuing CA whose own certificate is revoked or suspended."""
+    if issuer.parent_id is None:
+        return
+    serial = x509.load_der_x509_certificate(issuer.certificate).serial_number
+    status = await db.certificate_status(conn, issuer.parent_id, serial)
+    if status is not CertStatus.GOOD:
+        raise IssuerUnavailable(
+            f"issuer {issuer.name!r} cannot sign: its own certificate ({serial:X}) is "
+            f"{status.value if status else 'not on record'}"
+        )
 
 
 async def load_ocsp_signer(
@@ -163,7 +187,11 @@ async def load_ocsp_signer(
             f"issuer {issuer.name!r} has no valid OCSP signing certificate; run 'certstatus ca renew-ocsp --issuer {issuer.name}'"
         )
     label, sealed = await db.load_sealed_key(conn, row.key_id)
-    return x509.load_der_x509_certificate(row.certificate), vault.open(sealed, label=label)
+    cert = x509.load_der_x509_certificate(row.certificate)
+    key = await asyncio.to_thread(vault.open, sealed, label=label)
+    if cert.public_key() != key.public_key():
+        raise KeyStoreError(f"the OCSP signing key of issuer {issuer.name!r} does not match its certificate")
+    return cert, key
 
 
 async def _create_issuing_ca(
@@ -182,7 +210,7 @@ async def _create_issuing_ca(
 ) -> tuple[x509.Certificate, x509.Certificate]:
     if await db.get_issuer(conn, spec.name) is not None:
         raise AlreadyInitialised(f"an issuer named {spec.name!r} already exists")
-    key = generate_private_key(spec.key_type)
+    key = await asyncio.to_thread(generate_private_key, spec.key_type)
     common_name = spec.common_name or f"{organization} {spec.name.upper()} Issuing CA"
     cert = build_issuing_ca(
         root,
@@ -226,13 +254,14 @@ async def _issue_ocsp_signer(
     actor: str,
     validity: dt.timedelta,
 ) -> x509.Certificate:
-    key = generate_private_key(key_type)
+    key = await asyncio.to_thread(generate_private_key, key_type)
     cert = build_ocsp_signer(issuer, key.public_key(), serial=random_serial(), now=now, validity=validity)
     label = f"issuer:{issuer.slug}:ocsp:{cert.serial_number:x}"
     key_id = await _store_key(conn, vault, key, key_type, label, now)
     await db.insert_ocsp_signer(
         conn,
         issuer_id=issuer_id,
+        serial=cert.serial_number,
         certificate=cert.public_bytes(serialization.Encoding.DER),
         key_id=key_id,
         not_before=cert.not_valid_before_utc,
@@ -268,7 +297,8 @@ async def init_pki(
     if len(set(names)) != len(names) or root_name in names:
         raise ValidationError(f"issuer names must be distinct from each other and from the root: {names}")
     now = clock.now()
-    root_key = generate_private_key(root_key_type)
+    # RSA-4096 generation can take seconds: off the event loop, so Ctrl-C is heard.
+    root_key = await asyncio.to_thread(generate_private_key, root_key_type)
     root_cert = build_root(
         root_key, subject=ca_name(f"{organization} Root CA", organization), serial=random_serial(), now=now, validity=ROOT_VALIDITY
     )
@@ -347,5 +377,6 @@ async def renew_ocsp_signer(
         row = await db.get_issuer(conn, issuer_name)
         if row is None or row.kind != "issuing":
             raise UnknownIssuer(f"no issuing CA named {issuer_name!r}")
+        await ensure_issuer_usable(conn, row)
         ca = await load_signing_ca(conn, vault, row)
         return await _issue_ocsp_signer(conn, vault, ca, row.id, key_type, now=now, actor=actor, validity=validity)

@@ -114,8 +114,16 @@ class PublicURLs:
     def partition_crl(self, issuer: str, partition: int) -> str:
         return f"{self.base}/crl/{quote(issuer)}/{partition}.crl"
 
-    def delta_crl(self, issuer: str) -> str:
-        return f"{self.base}/crl/{quote(issuer)}/delta.crl"
+    def delta_crl(self, issuer: str, partition: int | None = None) -> str:
+        """The delta CRL next to a base CRL: the issuer-wide one, or a partition's.
+
+        RFC 5280 5.2.4: a delta CRL completes only a base CRL of the same scope, and a
+        partition CRL's scope is its issuingDistributionPoint; so a certificate whose CRL
+        distribution point names a partition must name that partition's delta too.
+        """
+        if partition is None:
+            return f"{self.base}/crl/{quote(issuer)}/delta.crl"
+        return f"{self.base}/crl/{quote(issuer)}/{partition}/delta.crl"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

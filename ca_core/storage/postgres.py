@@ -284,6 +284,7 @@ async def insert_ocsp_signer(
     conn: asyncpg.Connection,
     *,
     issuer_id: int,
+    serial: int,
     certificate: bytes,
     key_id: int,
     not_before: dt.datetime,
@@ -292,9 +293,10 @@ async def insert_ocsp_signer(
 ) -> int:
     return int(
         await conn.fetchval(
-            """INSERT INTO ocsp_signers (issuer_id, certificate, key_id, not_before, not_after, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+            """INSERT INTO ocsp_signers (issuer_id, serial, certificate, key_id, not_before, not_after, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id""",
             issuer_id,
+            serial_to_bytes(serial),
             certificate,
             key_id,
             not_before,
@@ -305,11 +307,16 @@ async def insert_ocsp_signer(
 
 
 async def current_ocsp_signer(conn: asyncpg.Connection, issuer_id: int, now: dt.datetime) -> OCSPSignerRow | None:
-    """The newest OCSP signing certificate of an issuer that is valid at ``now``."""
+    """The most recently issued OCSP signer of an issuer that is valid at ``now`` and whose
+    own certificate is good: renewal replaces a signer whatever the two lifetimes, and a
+    revoked or suspended signer is never used again."""
     row = await conn.fetchrow(
-        """SELECT id, issuer_id, certificate, key_id, not_before, not_after FROM ocsp_signers
-           WHERE issuer_id = $1 AND not_before <= $2 AND not_after > $2
-           ORDER BY not_after DESC, id DESC LIMIT 1""",
+        """SELECT s.id, s.issuer_id, s.certificate, s.key_id, s.not_before, s.not_after
+           FROM ocsp_signers s
+           LEFT JOIN certificates c ON c.issuer_id = s.issuer_id AND c.serial = s.serial
+           WHERE s.issuer_id = $1 AND s.not_before <= $2 AND s.not_after > $2
+             AND (s.serial IS NULL OR c.status = 'good')
+           ORDER BY s.created_at DESC, s.id DESC LIMIT 1""",
         issuer_id,
         now,
     )
@@ -400,6 +407,14 @@ async def get_certificate(
         sql += " FOR UPDATE OF c"
     row = await conn.fetchrow(sql, issuer_id, serial_to_bytes(serial))
     return cert_record(row) if row else None
+
+
+async def certificate_status(conn: asyncpg.Connection, issuer_id: int, serial: int) -> CertStatus | None:
+    """Just the status of one certificate (``None`` if it was never recorded)."""
+    value = await conn.fetchval(
+        "SELECT status::text FROM certificates WHERE issuer_id = $1 AND serial = $2", issuer_id, serial_to_bytes(serial)
+    )
+    return CertStatus(value) if value is not None else None
 
 
 async def find_certificates(

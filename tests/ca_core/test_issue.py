@@ -105,7 +105,8 @@ class TestIssuingCA:
         dps = ext(cert, x509.CRLDistributionPoints).value
         assert [n.value for n in dps[0].full_name] == ["http://status.example.test/crl/root.crl"]
         aia = {d.access_method: d.access_location.value for d in ext(cert, x509.AuthorityInformationAccess).value}
-        assert aia[AuthorityInformationAccessOID.CA_ISSUERS] == "http://status.example.test/ca/root.crt"
+        # caIssuers only: the root publishes its CAs' status by CRL, it signs no OCSP.
+        assert aia == {AuthorityInformationAccessOID.CA_ISSUERS: "http://status.example.test/ca/root.crt"}
         assert cert.not_valid_after_utc <= root.not_after
 
     def test_key_must_match_certificate(self, hierarchy: tuple[SigningCA, SigningCA]) -> None:
@@ -179,7 +180,8 @@ class TestCitizenCertificates:
         assert [n.value for n in dp[0].full_name] == ["http://status.example.test/crl/moica/3.crl"]
         fresh = ext(cert, x509.FreshestCRL)
         assert not fresh.critical
-        assert [n.value for n in fresh.value[0].full_name] == ["http://status.example.test/crl/moica/delta.crl"]
+        # The delta of the same scope as the CRL distribution point: partition 3 (RFC 5280 5.2.4).
+        assert [n.value for n in fresh.value[0].full_name] == ["http://status.example.test/crl/moica/3/delta.crl"]
         policies = ext(cert, x509.CertificatePolicies).value
         assert [p.policy_identifier.dotted_string for p in policies] == [DEFAULT_POLICY_OID]
         assert ext(cert, x509.SubjectAlternativeName).value.get_values_for_type(x509.RFC822Name) == ["xiaoming@example.tw"]

@@ -468,3 +468,130 @@ class TestLookups:
     async def test_storage_errors_are_typed(self, vault, clock, urls) -> None:  # type: ignore[no-untyped-def]
         with pytest.raises(StorageError, match="unreachable"):
             await db.create_pool("postgresql://nobody@/nothing?host=/nonexistent-dir&port=5432", min_size=1)
+
+
+class TestCASideCertificates:
+    """Issuing-CA and OCSP-signer certificates live in the same table, under their own rules."""
+
+    async def _ca_cert(self, pool: asyncpg.Pool, profile: str, issuer: str) -> str:
+        raw = await pool.fetchval(
+            "SELECT c.serial FROM certificates c JOIN issuers i ON i.id = c.issuer_id WHERE i.name = $1 AND c.profile = $2",
+            issuer, profile,
+        )
+        return bytes(raw).hex().upper()
+
+    async def test_ca_certificates_are_never_suspended(self, ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+        moica = await self._ca_cert(pool, "issuing-ca", "root")
+        signer = await self._ca_cert(pool, "ocsp-signer", "moica")
+        before = await counts(pool)
+        with pytest.raises(IllegalTransition, match="issuing-ca certificate: it can be revoked, not suspended"):
+            await ca.suspend("root", moica, actor="o")
+        with pytest.raises(IllegalTransition, match="ocsp-signer certificate: it can be revoked, not suspended"):
+            await ca.suspend("moica", signer, actor="o")
+        assert await counts(pool) == before
+
+    async def test_revoked_issuer_stops_issuing(self, ca: CertificateAuthority, pool: asyncpg.Pool, vault, clock) -> None:  # type: ignore[no-untyped-def]
+        from ca_core.errors import IssuerUnavailable
+        from ca_core.pki import renew_ocsp_signer
+
+        await issue(ca)  # moica works, and its key is now cached in `ca`
+        moica = await self._ca_cert(pool, "issuing-ca", "root")
+        with pytest.raises(ValidationError, match="cACompromise is not a revocation reason"):
+            await ca.revoke("moica", (await issue(ca)).serial, actor="o", reason="cACompromise")
+        revoked = await ca.revoke("root", moica, actor="o", reason="cACompromise")
+        assert revoked.reason is RevocationReason.CA_COMPROMISE
+        before = await counts(pool)
+        with pytest.raises(IssuerUnavailable, match="moica.*revoked"):
+            await issue(ca)
+        with pytest.raises(IssuerUnavailable):
+            await renew_ocsp_signer(pool, vault, "moica", clock=clock, actor="o")
+        assert await counts(pool) == before
+        assert (await issue(ca, issuer="gca")).status is CertStatus.GOOD  # the other issuer is unaffected
+
+    async def test_revoked_ocsp_signer_is_never_used(self, ca: CertificateAuthority, pool: asyncpg.Pool, vault, clock) -> None:  # type: ignore[no-untyped-def]
+        from ca_core.pki import load_ocsp_signer, renew_ocsp_signer
+
+        old = await self._ca_cert(pool, "ocsp-signer", "moica")
+        await ca.revoke("moica", old, actor="o", reason="keyCompromise")
+        async with pool.acquire() as conn:
+            moica = await db.get_issuer(conn, "moica")
+            assert moica is not None
+            with pytest.raises(Exception, match="no valid OCSP signing certificate"):
+                await load_ocsp_signer(conn, vault, moica, clock.now())
+        # A renewal with a *shorter* life than the revoked one still takes over.
+        new = await renew_ocsp_signer(pool, vault, "moica", clock=clock, actor="o", validity=dt.timedelta(days=7))
+        async with pool.acquire() as conn:
+            current, _ = await load_ocsp_signer(conn, vault, moica, clock.now())
+        assert current == new and f"{current.serial_number:X}" != old
+
+
+class TestTimeNeverRunsBackwards:
+    async def test_queued_revocation_is_not_backdated(self, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+        """A revocation that waited on the row lock is dated no earlier than the change it waited for."""
+        record = await issue(ca)
+        serial = record.serial.to_bytes(16, "big")
+        later = clock.now() + dt.timedelta(seconds=10)
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM certificates WHERE serial = $1 FOR UPDATE", serial)
+            revocation = asyncio.create_task(ca.revoke("moica", record.serial, actor="o", reason="keyCompromise"))
+            await asyncio.sleep(0.3)
+            assert not revocation.done(), "the revocation should be waiting on the row lock"
+            # Another officer's suspension commits first, stamped by a clock ahead of ours.
+            await conn.execute(
+                "UPDATE certificates SET status='suspended', revoked_at=$2, reason=6, updated_at=$2 WHERE serial=$1",
+                serial, later,
+            )
+        revoked = await revocation
+        assert revoked.revoked_at is not None and revoked.revoked_at >= later
+        assert revoked.updated_at >= later
+
+
+class TestGuardsHaveNoNullHoles:
+    async def test_revoked_reason_cannot_be_nulled(self, ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+        record = await ca.revoke("moica", (await issue(ca)).serial, actor="o", reason="keyCompromise")
+        serial = record.serial.to_bytes(16, "big")
+        with pytest.raises(asyncpg.RestrictViolationError, match="revocation is final"):
+            await pool.execute("UPDATE certificates SET reason = NULL WHERE serial = $1", serial)
+        with pytest.raises(asyncpg.RestrictViolationError, match="revocation is final"):
+            await pool.execute("UPDATE certificates SET invalidity_date = now() WHERE serial = $1", serial)
+
+    async def test_suspension_needs_its_reason(self, ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+        record = await issue(ca)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await pool.execute(
+                "UPDATE certificates SET status='suspended', revoked_at=now(), reason=NULL WHERE serial=$1",
+                record.serial.to_bytes(16, "big"),
+            )
+
+
+class TestIssueEdges:
+    async def test_generated_keys_take_no_idempotency_key(self, ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+        before = await counts(pool)
+        with pytest.raises(ValidationError, match="idempotency key cannot be used with a generated key"):
+            await ca.issue_with_generated_key(
+                issuer="moica", profile="citizen-signing", subject=HOLDER, actor="o", key_type=KeyType.EC_P256,
+                idempotency_key="k",
+            )
+        assert await counts(pool) == before
+
+    async def test_validity_bounds(self, ca: CertificateAuthority) -> None:
+        with pytest.raises(ValidationError, match="at most 7320 days"):
+            await ca.issue(issuer="moica", profile="citizen-signing", csr=make_csr(), actor="o", validity=dt.timedelta(days=3_000_000))
+
+    async def test_resigned_csr_for_the_same_key_is_the_same_request(self, ca: CertificateAuthority) -> None:
+        key = generate_private_key(KeyType.EC_P256)
+        csrs = [
+            x509.CertificateSigningRequestBuilder().subject_name(HOLDER.x509_name()).sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            for _ in range(2)
+        ]
+        assert csrs[0] != csrs[1]  # ECDSA signatures are randomised
+        first = await ca.issue(issuer="moica", profile="citizen-signing", csr=csrs[0], actor="o", idempotency_key="k")
+        again = await ca.issue(issuer="moica", profile="citizen-signing", csr=csrs[1], actor="o", idempotency_key="k")
+        assert again.serial == first.serial
+
+    async def test_default_reason_and_explicit_unspecified_are_the_same_request(self, ca: CertificateAuthority) -> None:
+        record = await issue(ca)
+        first = await ca.revoke("moica", record.serial, actor="o", idempotency_key="k")
+        again = await ca.revoke("moica", record.serial, actor="o", reason="unspecified", idempotency_key="k")
+        assert again == first

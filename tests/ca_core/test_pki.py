@@ -164,3 +164,24 @@ async def test_openssl_verifies_the_stored_chain(
             tmp_path / f"{name}-ocsp.pem",
         )
         assert result.stdout.strip().endswith("OK")  # type: ignore[attr-defined]
+
+
+async def test_ca_names_that_do_not_fit_are_refused(
+    pool: asyncpg.Pool, pki: PKISummary, vault: KeyVault, clock: FakeClock, urls: PublicURLs
+) -> None:
+    with pytest.raises(ValidationError, match="at most 64 fit"):
+        await add_issuer(pool, vault, IssuerSpec("xca", common_name="X" * 65, key_type=KeyType.EC_P256), clock=clock, urls=urls, actor="t")
+    with pytest.raises(ValidationError, match="CERTSTATUS_ORGANIZATION"):
+        await add_issuer(pool, vault, IssuerSpec("xca", key_type=KeyType.EC_P256), clock=clock, urls=urls, actor="t",
+                         organization="機構" * 11)
+    async with pool.acquire() as conn:
+        assert await db.get_issuer(conn, "xca") is None
+
+
+async def test_ca_certificates_are_queued_for_the_signer(pool: asyncpg.Pool, pki: PKISummary) -> None:
+    rows = await pool.fetch(
+        "SELECT c.profile, o.event FROM outbox o JOIN certificates c USING (issuer_id, serial) ORDER BY o.id"
+    )
+    assert sorted((r["profile"], r["event"]) for r in rows) == sorted(
+        [("issuing-ca", "issued"), ("ocsp-signer", "issued")] * 2
+    )

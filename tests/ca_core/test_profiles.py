@@ -208,6 +208,7 @@ class TestPublicURLs:
         assert urls.partition_crl("moica", 0) == "http://status.example.test/crl/moica/0.crl"
         assert urls.partition_crl("gca", 15) == "http://status.example.test/crl/gca/15.crl"
         assert urls.delta_crl("moica") == "http://status.example.test/crl/moica/delta.crl"
+        assert urls.delta_crl("moica", 7) == "http://status.example.test/crl/moica/7/delta.crl"
 
     def test_builders_under_a_path(self) -> None:
         urls = PublicURLs("https://pki.example.tw/status/")
