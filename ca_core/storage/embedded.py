@@ -34,14 +34,17 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 from urllib.parse import quote
 
 from ..errors import StorageError
@@ -58,6 +61,8 @@ STOP_TIMEOUT = 60.0
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _PR_SET_PDEATHSIG = 1
+#: Socket directory paths PostgreSQL's list syntax and valkey.conf take without quoting.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._/+@-]+")
 
 
 def _package_dir(name: str) -> Path:
@@ -92,14 +97,32 @@ def _die_with_parent(sig: int) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, program: str) -> bool:
+    """True if ``pid`` is a live (not zombie) process running ``program``.
+
+    The name check keeps a stale pid file whose pid was reused by something else from
+    being taken for a running server.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    argv0 = cmdline.split(b"\0", 1)[0].decode(errors="replace")
+    return program in Path(argv0).name or program in argv0
+
+
+def _conf_quote(path: Path) -> str:
+    """A path as a double-quoted valkey.conf argument (spaces and quotes survive)."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -206,33 +229,44 @@ class _Postgres(_Server):
     def prepare(self) -> None:
         if (self.pgdata / "PG_VERSION").exists():
             return
-        self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.pgdata, 0o700)
-        if any(self.pgdata.iterdir()):
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
             raise StorageError(
                 f"{self.pgdata} is not empty but holds no PostgreSQL cluster; move it away and start again"
             )
+        # Build the cluster beside its final place and rename it in: a start interrupted
+        # half-way (Ctrl-C, docker stop) leaves no half-made cluster behind.
+        staging = self.pgdata.with_name(self.pgdata.name + ".initialising")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True, mode=0o700)
         _log.info("initialising a PostgreSQL cluster in %s", self.pgdata)
         self._run(
             [
                 str(self.bin / "initdb"),
-                "-D", str(self.pgdata),
+                "-D", str(staging),
                 "-U", DATABASE_USER,
-                "--auth=trust",  # only the owner can reach the 0700 socket directory
+                # Only the owner can reach the 0700 socket directory; TCP is refused outright,
+                # even if someone later starts this cluster listening on localhost.
+                "--auth-local=trust",
+                "--auth-host=reject",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-instructions",
             ],
             what="initdb",
+            cleanup=staging,
         )
         # Create the application database in single-user mode: no server, no socket.
         self._run(
-            [str(self.bin / "postgres"), "--single", "-D", str(self.pgdata), "postgres"],
+            [str(self.bin / "postgres"), "--single", "-D", str(staging), "postgres"],
             what="create database",
             stdin=f"CREATE DATABASE {DATABASE_NAME};\n".encode(),
+            cleanup=staging,
         )
+        if self.pgdata.exists():
+            self.pgdata.rmdir()
+        staging.rename(self.pgdata)
 
-    def _run(self, argv: list[str], *, what: str, stdin: bytes | None = None) -> None:
+    def _run(self, argv: list[str], *, what: str, cleanup: Path, stdin: bytes | None = None) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(
             self._wrap(argv), input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
@@ -240,7 +274,7 @@ class _Postgres(_Server):
         with open(self.log_path, "ab") as log:
             log.write(result.stdout)
         if result.returncode != 0:
-            shutil.rmtree(self.pgdata, ignore_errors=True)
+            shutil.rmtree(cleanup, ignore_errors=True)
             raise StorageError(
                 f"{what} failed with status {result.returncode}:\n"
                 + result.stdout.decode(errors="replace")[-2000:]
@@ -276,7 +310,7 @@ class _Postgres(_Server):
             pid = int(lines[0])
         except ValueError:
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if _pid_alive(pid, "postgres") else None
 
     def is_ready(self) -> bool:
         lines = self._postmaster()
@@ -309,11 +343,11 @@ class _Valkey(_Server):
             [
                 "# Written by certstatus at every start; edits are overwritten.",
                 "port 0",
-                f"unixsocket {self.socket_path}",
+                f"unixsocket {_conf_quote(self.socket_path)}",
                 "unixsocketperm 700",
-                f"dir {self.dir}",
+                f"dir {_conf_quote(self.dir)}",
                 "dbfilename dump.rdb",
-                f"pidfile {self.pidfile}",
+                f"pidfile {_conf_quote(self.pidfile)}",
                 "daemonize no",
                 # Redis holds only derived bytes; snapshots just make restarts warm.
                 "save 3600 1 300 100 60 100000",
@@ -332,7 +366,7 @@ class _Valkey(_Server):
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if _pid_alive(pid, "valkey") else None
 
     def is_ready(self) -> bool:
         try:
@@ -360,26 +394,47 @@ class EmbeddedServices:
     :param data_dir: where the servers keep their data; created if missing.
     :param postgres: run the PostgreSQL server (set False when DATABASE_URL is used).
     :param valkey: run the Valkey server (set False when REDIS_URL is used).
+    :param stop_grace: how long the owner waits, when stopping, for processes still
+        attached to its servers to finish (seconds) before stopping them anyway.
     """
 
-    def __init__(self, data_dir: Path, *, postgres: bool = True, valkey: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, *, postgres: bool = True, valkey: bool = True, stop_grace: float = 30.0
+    ) -> None:
         self.data_dir = data_dir.expanduser().resolve()
-        self._want_postgres = postgres
-        self._want_valkey = valkey
-        self.run_dir = self._socket_dir()
+        if any(not ch.isprintable() for ch in str(self.data_dir)):
+            raise StorageError(f"the data directory {str(self.data_dir)!r} contains control characters")
+        self.stop_grace = stop_grace
+        self.run_dir, self._private_run_dir = self._socket_dir()
         log_dir = self.data_dir / "log"
         self._postgres = _Postgres(self.data_dir, self.run_dir, log_dir) if postgres else None
         self._valkey = _Valkey(self.data_dir, self.run_dir, log_dir) if valkey else None
         self._started = False
+        self._user_lock: IO[str] | None = None
 
-    def _socket_dir(self) -> Path:
+    def _socket_dir(self) -> tuple[Path, bool]:
+        """Where the sockets go, and whether that is a directory of its own under the temp dir."""
         preferred = self.data_dir / "run"
         longest = len(str(preferred / f".s.PGSQL.{PG_PORT}.lock"))
-        if longest <= _MAX_SOCKET_PATH:
-            return preferred
-        # A deep data directory would overflow sun_path; use a short private one.
+        # PostgreSQL's unix_socket_directories is a comma-separated list, and sun_path is
+        # short: a deep or oddly named data directory gets a short, plain socket directory.
+        if longest <= _MAX_SOCKET_PATH and _PLAIN_PATH.fullmatch(str(preferred)):
+            return preferred, False
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"certstatus-{os.geteuid()}-{digest}"
+        return Path(tempfile.gettempdir()) / f"certstatus-{os.geteuid()}-{digest}", True
+
+    def _make_run_dir(self) -> None:
+        try:
+            self.run_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        info = self.run_dir.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            # Under a shared temp directory someone else may have made this name first.
+            raise StorageError(
+                f"{self.run_dir} exists but is not a directory owned by this user; remove it and start again"
+            )
+        os.chmod(self.run_dir, 0o700)
 
     @property
     def database_url(self) -> str:
@@ -396,42 +451,90 @@ class EmbeddedServices:
     @property
     def owned(self) -> dict[str, bool]:
         """Which servers this object started (and so will stop)."""
-        return {s.name: s.owned for s in (self._postgres, self._valkey) if s is not None}
+        return {s.name: s.owned for s in self._servers()}
 
     def pids(self) -> dict[str, int | None]:
-        return {s.name: s.running_pid() for s in (self._postgres, self._valkey) if s is not None}
+        return {s.name: s.running_pid() for s in self._servers()}
+
+    def _servers(self) -> list[_Server]:
+        return [s for s in (self._postgres, self._valkey) if s is not None]
 
     def start(self) -> EmbeddedServices:
         """Start (or attach to) the servers; returns when both accept connections."""
         if self._started:
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.run_dir, 0o700)
-        # One process at a time decides whether to start or attach.
+        self._make_run_dir()
+        if os.geteuid() == 0 and self._postgres is not None:
+            _log.warning(
+                "running as root: the embedded PostgreSQL gets an unprivileged uid inside a user namespace, "
+                "but keeps root's access to files; run certstatus as an ordinary user for isolation"
+            )
+        # One process at a time decides whether to start or attach (and the owner stops
+        # only under the same lock, so nobody attaches to servers on their way down).
         with open(self.data_dir / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                for server in (self._postgres, self._valkey):
-                    if server is not None:
-                        server.start_or_attach()
+                for server in self._servers():
+                    server.start_or_attach()
+                if not all(s.owned for s in self._servers()):
+                    # Users of someone else's servers hold a shared lock for as long as they
+                    # use them; the owner waits for it before stopping.
+                    self._user_lock = open(self.data_dir / ".users.lock", "a+")  # noqa: SIM115
+                    fcntl.flock(self._user_lock, fcntl.LOCK_SH)
             except BaseException:
-                self._stop_all()
+                self._stop_owned()
                 raise
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         self._started = True
         return self
 
-    def _stop_all(self) -> None:
+    def _release_user_lock(self) -> None:
+        if self._user_lock is not None:
+            self._user_lock.close()
+            self._user_lock = None
+
+    def _wait_for_users(self) -> None:
+        """Wait (up to ``stop_grace``) until no other process is attached to our servers."""
+        with open(self.data_dir / ".users.lock", "a+") as users:
+            deadline = time.monotonic() + self.stop_grace
+            told = False
+            while True:
+                try:
+                    fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return  # released when the file closes
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        _log.warning("other certstatus processes still use the servers; stopping them anyway")
+                        return
+                    if not told:
+                        _log.warning(
+                            "waiting up to %.0f s for other certstatus processes using the servers to finish",
+                            self.stop_grace,
+                        )
+                        told = True
+                    time.sleep(0.1)
+
+    def _stop_owned(self) -> None:
         # Valkey first: it is only a cache of what PostgreSQL knows.
         for server in (self._valkey, self._postgres):
             if server is not None:
                 server.stop()
+        if self._private_run_dir and not any(s.running_pid() for s in self._servers()):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def stop(self) -> None:
         """Stop the servers this object started; attached servers keep running."""
-        self._stop_all()
+        self._release_user_lock()
+        if any(s.owned for s in self._servers()):
+            with open(self.data_dir / ".lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    self._wait_for_users()
+                    self._stop_owned()
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
         self._started = False
 
     def __enter__(self) -> EmbeddedServices:

@@ -133,3 +133,78 @@ def test_foreign_files_in_pgdata_are_refused(tmp_path: Path) -> None:
     (tmp_path / "data" / "postgres" / "notes.txt").write_text("not a cluster")
     with pytest.raises(StorageError, match="holds no PostgreSQL cluster"):
         EmbeddedServices(tmp_path / "data").start()
+
+
+def test_interrupted_first_start_leaves_a_usable_directory(tmp_path: Path) -> None:
+    """A cluster left half-made (Ctrl-C or docker stop during initdb) is thrown away, not trusted."""
+    data = tmp_path / "data"
+    (data / "postgres.initialising").mkdir(parents=True)
+    (data / "postgres.initialising" / "PG_VERSION").write_text("18\n")  # initdb ran, CREATE DATABASE did not
+    with EmbeddedServices(data) as services:
+        asyncio.run(_write(services, "fresh"))
+    assert not (data / "postgres.initialising").exists()
+    assert (data / "postgres" / "PG_VERSION").exists()
+
+
+def test_owner_waits_for_attached_users_before_stopping(tmp_path: Path) -> None:
+    import threading
+
+    owner = EmbeddedServices(tmp_path / "data", stop_grace=20).start()
+    user = EmbeddedServices(tmp_path / "data").start()
+    assert user.owned == {"postgres": False, "valkey": False}
+    stopped = threading.Event()
+
+    def stop_owner() -> None:
+        owner.stop()
+        stopped.set()
+
+    thread = threading.Thread(target=stop_owner)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        assert not stopped.is_set(), "the owner stopped the servers under an attached user"
+        asyncio.run(_write(user, "still served"))  # the attached user can still work
+    finally:
+        user.stop()
+    thread.join(timeout=30)
+    assert stopped.is_set()
+    assert all(p is None for p in owner.pids().values())
+
+
+def test_owner_stops_anyway_after_the_grace_period(tmp_path: Path) -> None:
+    owner = EmbeddedServices(tmp_path / "data", stop_grace=0.5).start()
+    user = EmbeddedServices(tmp_path / "data").start()
+    began = time.monotonic()
+    owner.stop()
+    assert 0.4 < time.monotonic() - began < 15
+    assert all(p is None for p in owner.pids().values())
+    user.stop()
+
+
+def test_data_directory_with_spaces_and_commas(tmp_path: Path) -> None:
+    with EmbeddedServices(tmp_path / "my data, 2026" / "certstatus") as services:
+        asyncio.run(_write(services, "odd path"))
+        assert asyncio.run(_read(services)) == (["odd path"], b"odd path")
+        assert " " not in str(services.run_dir) and "," not in str(services.run_dir)
+    assert not services.run_dir.exists(), "the private socket directory is removed on stop"
+
+
+def test_foreign_socket_directory_is_refused(tmp_path: Path) -> None:
+    services = EmbeddedServices(tmp_path / ("d" * 120))
+    assert services.run_dir.parent == Path(__import__("tempfile").gettempdir())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    services.run_dir.symlink_to(elsewhere)  # someone else's name, pointing somewhere else
+    try:
+        with pytest.raises(StorageError, match="not a directory owned by this user"):
+            services.start()
+    finally:
+        services.run_dir.unlink()
+
+
+def test_a_reused_pid_is_not_a_server() -> None:
+    from ca_core.storage.embedded import _pid_alive
+
+    assert not _pid_alive(os.getpid(), "postgres")
+    assert _pid_alive(os.getpid(), "python")
+    assert not _pid_alive(2**22 + 12345, "postgres")
