@@ -17,6 +17,7 @@ a process that loads all the keys of one CA init pays for scrypt once.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from pathlib import Path
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import ConfigurationError, KeyStoreError, WeakKey, WrongPassphrase
 from .model import KeyType
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "KeyVault",
@@ -72,9 +75,13 @@ class Passphrase:
     @classmethod
     def from_file(cls, path: Path) -> Passphrase:
         try:
-            return cls(path.read_bytes())
+            mode = path.stat().st_mode
+            data = path.read_bytes()
         except OSError as e:
             raise ConfigurationError(f"cannot read the key passphrase file {path}: {e.strerror}") from None
+        if mode & 0o007:
+            _log.warning("the key passphrase file %s is readable by every user; chmod o-rwx it", path)
+        return cls(data)
 
     def reveal(self) -> bytes:
         return self._value

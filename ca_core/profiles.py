@@ -92,6 +92,10 @@ class PublicURLs:
     def __post_init__(self) -> None:
         if not isinstance(self.base, str) or any(c.isspace() or not c.isprintable() for c in self.base):
             raise ConfigurationError(f"public base URL {self.base!r} must not contain spaces or control characters")
+        if not self.base.isascii():
+            raise ConfigurationError(
+                f"public base URL {self.base!r} must be ASCII: write an international domain name in its xn-- form"
+            )
         if "?" in self.base or "#" in self.base:
             raise ConfigurationError(f"public base URL {self.base!r} must not have a query or fragment")
         parts = urlsplit(self.base)

@@ -84,7 +84,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def ca_certificate(request: web.Request) -> web.Response:
     """``GET /ca/{issuer}.crt``: the DER certificate of a CA (application/pkix-cert, RFC 2585)."""
     name = request.match_info["issuer"]
-    der = await request.app[CA_CERTS].get(name, request.app[POOL])
+    try:
+        der = await request.app[CA_CERTS].get(name, request.app[POOL])
+    except Exception:  # noqa: BLE001 - PostgreSQL unreachable: say so, don't claim "no such CA"
+        _log.warning("cannot refresh the CA certificates", exc_info=True)
+        raise web.HTTPServiceUnavailable(text="the CA certificates cannot be read right now; try again\n") from None
     if der is None:
         raise web.HTTPNotFound(text=f"no CA named {name!r}\n")
     etag = f'"{hashlib.sha256(der).hexdigest()[:32]}"'

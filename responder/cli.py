@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ca_core.clock import SystemClock
+from ca_core.csr import MAX_CSR_BYTES
 from ca_core.errors import CAError, ConfigurationError, StorageError, ValidationError
 from ca_core.keystore import key_type_of
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
@@ -103,7 +105,13 @@ def _show_record(record: CertRecord, *, as_json: bool, pem: bool = False) -> Non
 
 
 def _actor(args: argparse.Namespace) -> str:
-    return args.actor or f"cli:{getpass.getuser()}"
+    if args.actor:
+        return str(args.actor)
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry (containers run with --user)
+        user = f"uid-{os.getuid()}"
+    return f"cli:{user}"
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -255,12 +263,29 @@ async def cmd_ca_export(cfg: Config, args: argparse.Namespace, storage: Storage,
 
 
 def _read_input(path: str) -> bytes:
+    """A CSR from a file or standard input, never more than the CSR size limit (+1 to tell)."""
+    limit = MAX_CSR_BYTES + 1
     if path == "-":
-        return sys.stdin.buffer.read()
+        return sys.stdin.buffer.read(limit)
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            return fh.read(limit)
     except OSError as e:
         raise ValidationError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _create_private_file(path: str) -> int:
+    """Open a new 0600 file for a private key before anything is issued for it.
+
+    O_EXCL refuses to overwrite (or to follow a planted symlink), so the key never lands
+    in a file others can read, and a bad path fails before a certificate exists.
+    """
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise ValidationError(f"{path} already exists; refusing to overwrite it with a private key") from None
+    except OSError as e:
+        raise ValidationError(f"cannot create {path} for the private key: {e.strerror}") from None
 
 
 async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
@@ -269,21 +294,33 @@ async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage
         if not (args.name and args.holder_id):
             raise ValidationError("--name and --holder-id go together")
         subject = HolderSubject(args.name, args.holder_id, args.email)
-    validity = dt.timedelta(days=args.validity_days or cfg.cert_validity_days)
+    days = args.validity_days if args.validity_days is not None else cfg.cert_validity_days
+    if not 1 <= days <= 7320:
+        raise ValidationError(f"--validity-days {days}: must be between 1 and 7320")
+    validity = dt.timedelta(days=days)
     ca = _authority(cfg, storage, keys=True)
-    key_pem = None
     if args.generate_key:
         if subject is None:
             raise ValidationError("--generate-key needs --name and --holder-id")
         if not args.key_out:
             raise ValidationError("--generate-key needs --key-out FILE for the new private key")
-        record, key = await ca.issue_with_generated_key(
-            issuer=args.issuer, profile=args.profile, subject=subject, actor=_actor(args),
-            key_type=KeyType.parse(args.key_type), validity=validity, idempotency_key=args.idempotency_key,
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        if args.idempotency_key:
+            raise ValidationError("--idempotency-key cannot be used with --generate-key: each run makes a new key")
+        key_type = KeyType.parse(args.key_type)
+        fd = _create_private_file(args.key_out)
+        try:
+            record, key = await ca.issue_with_generated_key(
+                issuer=args.issuer, profile=args.profile, subject=subject, actor=_actor(args),
+                key_type=key_type, validity=validity,
+            )
+        except BaseException:
+            os.close(fd)
+            os.unlink(args.key_out)
+            raise
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(
+                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            )
     elif args.csr:
         record = await ca.issue(
             issuer=args.issuer, profile=args.profile, actor=_actor(args), csr=_read_input(args.csr),
@@ -291,10 +328,6 @@ async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage
         )
     else:
         raise ValidationError("give --csr FILE (or -) or --generate-key")
-    if key_pem is not None:
-        key_path = Path(args.key_out)
-        key_path.touch(mode=0o600)
-        key_path.write_bytes(key_pem)
     if args.out:
         Path(args.out).write_text(certificate_pem(record))
     if args.json:
@@ -386,19 +419,20 @@ def cmd_services(cfg: Config, args: argparse.Namespace) -> int:
     if not cfg.uses_embedded:
         raise ConfigurationError("DATABASE_URL and REDIS_URL are both set: there are no embedded servers to run")
     with endpoints(cfg) as ep:
-        _print_endpoints(ep)
-        print("Ctrl-C stops them.", flush=True)
 
         async def main(lifetime: server.Lifetime) -> int:
+            _print_endpoints(cfg, ep)
+            print("Ctrl-C stops them.", flush=True)
             await lifetime.wait()
             return EXIT_OK
 
         return server.run(main)
 
 
-def _print_endpoints(ep: Endpoints) -> None:
-    print(f"PostgreSQL: {ep.database_url}")
-    print(f"Valkey:     {ep.redis_url}")
+def _print_endpoints(cfg: Config, ep: Endpoints) -> None:
+    # Only the embedded servers' URLs: a configured URL may carry a password.
+    print(f"PostgreSQL: {ep.database_url if cfg.database_url is None else '(DATABASE_URL, not shown)'}")
+    print(f"Valkey:     {ep.redis_url if cfg.redis_url is None else '(REDIS_URL, not shown)'}")
     if ep.embedded is not None:
         owned = ", ".join(f"{k}={'started here' if v else 'already running'}" for k, v in ep.embedded.owned.items())
         print(f"embedded servers in {ep.embedded.data_dir} ({owned})", flush=True)
@@ -618,6 +652,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    server.install_interrupt_handlers()
     try:
         cfg = Config.load(toml_path=args.config, overrides=_overrides(args))
         configure_logging(cfg)
@@ -638,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"certstatus: {e.strerror or e}", file=sys.stderr)
         return EXIT_ERROR
+    except server.Interrupted as e:
+        return 128 + e.signum
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

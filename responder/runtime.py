@@ -66,7 +66,11 @@ async def open_storage(ep: Endpoints, cfg: Config, *, migrate: bool = True) -> A
         if migrate:
             async with pool.acquire() as conn:
                 await db.migrate(conn)
-        client = redis_client(ep.redis_url)
+        try:
+            client = redis_client(ep.redis_url)
+        except ValueError:
+            # The message may quote the URL, and the URL may hold a password.
+            raise ConfigurationError("REDIS_URL is not a valid Redis URL") from None
         try:
             try:
                 await client.ping()

@@ -3,7 +3,8 @@
 SIGINT (Ctrl-C) and SIGTERM are treated alike. A long-running command waits on
 :meth:`Lifetime.wait` and returns normally when the signal comes, so its cleanup
 (closing sites, pools and the embedded servers) runs in order; a short command is
-cancelled instead, and :func:`run` raises ``KeyboardInterrupt`` after its cleanup.
+cancelled instead, and :func:`run` raises :class:`Interrupted` (naming the signal) after
+its cleanup, so the CLI can exit with 128 + the signal number as shells expect.
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from typing import TypeVar
 import uvloop
 from aiohttp import web
 
-__all__ = ["Lifetime", "run", "serving"]
+__all__ = ["Interrupted", "Lifetime", "install_interrupt_handlers", "run", "serving"]
 
 T = TypeVar("T")
+
+
+class Interrupted(BaseException):
+    """A command was stopped by SIGINT/SIGTERM before it finished.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
 
 
 class Lifetime:
@@ -45,27 +57,44 @@ class Lifetime:
         await self._stop.wait()
 
 
+def install_interrupt_handlers() -> None:
+    """Outside the event loop too, SIGTERM unwinds like Ctrl-C (``finally`` blocks run,
+    embedded servers are stopped in order) instead of killing the process on the spot."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+
 def run(main: Callable[[Lifetime], Awaitable[T]]) -> T:
     """Run ``main(lifetime)`` on uvloop with SIGINT/SIGTERM handled as described above."""
+    signals: list[int] = []
 
     async def wrapper() -> T:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         lifetime = Lifetime(task)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        lifetime.signals = signals  # shared, so run() can tell which signal stopped it
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in previous:
             loop.add_signal_handler(sig, lifetime._on_signal, sig)
         try:
             return await main(lifetime)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            # The loop's removal resets to the default action; put back what was there
+            # (the CLI's handler, which turns SIGTERM into an orderly unwind).
+            for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:
             return runner.run(wrapper())
         except asyncio.CancelledError:
-            raise KeyboardInterrupt from None
+            raise Interrupted(signals[-1] if signals else signal.SIGINT) from None
 
 
 @contextlib.asynccontextmanager

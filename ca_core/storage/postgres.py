@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ..errors import MigrationError, StorageError
+from ..errors import ConfigurationError, MigrationError, StorageError
 from ..model import (
     AuditEntry,
     CertRecord,
@@ -60,6 +60,16 @@ def storage_errors(what: str) -> Iterator[None]:
         raise StorageError(f"PostgreSQL refused to {what}: {e}") from e
 
 
+@contextlib.contextmanager
+def _url_errors() -> Iterator[None]:
+    # asyncpg parses the URL when connecting; its message is not shown, since the URL may
+    # hold a password.
+    try:
+        yield
+    except ValueError as e:
+        raise ConfigurationError(f"the PostgreSQL URL is not valid ({type(e).__name__}); check DATABASE_URL") from None
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -72,7 +82,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A connection pool with the codecs the CA needs (jsonb <-> dict via orjson)."""
-    with storage_errors("connect"):
+    with storage_errors("connect"), _url_errors():
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
         )
@@ -82,7 +92,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 async def connect(url: str) -> asyncpg.Connection:
     """One connection with the same codecs (for tests and one-off commands)."""
-    with storage_errors("connect"):
+    with storage_errors("connect"), _url_errors():
         conn = await asyncpg.connect(url, command_timeout=60)
     await _init_connection(conn)
     return conn

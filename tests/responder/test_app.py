@@ -330,3 +330,24 @@ async def test_concurrent_misses_all_see_the_new_issuer(
     certs.REFRESH_INTERVAL = 0.0  # type: ignore[misc]
     results = await asyncio.gather(*(certs.get("later", pool) for _ in range(20)))
     assert results == [der(later)] * 20
+
+
+async def test_ca_certificate_is_503_not_404_when_postgres_is_gone(
+    database_url: str, redis_client: aioredis.Redis, pool: asyncpg.Pool, pki: PKISummary
+) -> None:
+    own_pool = await db.create_pool(database_url, min_size=1, max_size=2)
+    app = build_public_app(own_pool, redis_client)
+    try:
+        async with TestClient(TestServer(app)) as client:
+            known = await client.get("/ca/moica.crt")
+            assert known.status == 200  # loaded at start-up, served from memory
+            await own_pool.close()
+            app[CA_CERTS].REFRESH_INTERVAL = 0.0  # type: ignore[misc]
+            assert (await client.get("/ca/moica.crt")).status == 200  # still served from memory
+            resp = await client.get("/ca/unknown.crt")
+            text = await resp.text()
+    finally:
+        if not own_pool.is_closing():
+            await own_pool.close()
+    assert resp.status == 503
+    assert "try again" in text and "Traceback" not in text

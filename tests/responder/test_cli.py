@@ -196,3 +196,81 @@ def test_key_types_and_partitions_from_flags(cli: Callable[..., subprocess.Compl
     err = cli("ca", "add-issuer", "xca", "--issuer-key-type", "dsa1024", expect=2).stderr
     assert "must be one of rsa2048, rsa3072, rsa4096, ec-p256, ec-p384" in err
     assert "CERTSTATUS_CRL_PARTITIONS=0: must be between 1 and 4096" in cli("ca", "add-issuer", "xca", "--partitions", "0", expect=2).stderr
+
+
+def test_key_out_is_never_overwritten_and_nothing_is_issued(
+    cli: Callable[..., subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    cli("ca", "init", "--issuer", "moica")
+    (tmp_path / "taken.pem").write_text("someone's file\n")
+    args = ("cert", "issue", "--issuer", "moica", "--profile", "citizen-signing", "--generate-key",
+            "--name", "x", "--holder-id", "0000000000000001")
+    err = cli(*args, "--key-out", "taken.pem", expect=1).stderr
+    assert "refusing to overwrite" in err
+    assert (tmp_path / "taken.pem").read_text() == "someone's file\n"
+    assert "cannot create" in cli(*args, "--key-out", "no/such/dir/k.pem", expect=1).stderr
+    assert "each run makes a new key" in cli(*args, "--key-out", "k.pem", "--idempotency-key", "i", expect=1).stderr
+    assert not (tmp_path / "k.pem").exists()
+    assert orjson.loads(cli("cert", "list", "--holder", "0000000000000001", "--json").stdout) == []
+    assert "between 1 and 7320" in cli(*args, "--key-out", "k.pem", "--validity-days", "0", expect=1).stderr
+
+
+def test_bad_urls_are_configuration_errors_without_secrets(cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    err = cli("ca", "list", expect=2, extra_env={"DATABASE_URL": "postgresql://u:hunter2@db:notaport/x"}).stderr
+    assert "DATABASE_URL" in err and "hunter2" not in err
+    err = cli("ca", "list", expect=2, extra_env={"REDIS_URL": "redis://:hunter2@cache:notaport/0"}).stderr
+    assert "REDIS_URL" in err and "hunter2" not in err
+    err = cli("ca", "list", expect=2, extra_env={"CERTSTATUS_PUBLIC_BASE_URL": "http://憑證.example.tw"}).stderr
+    assert "xn--" in err
+
+
+def test_services_never_prints_a_configured_url(
+    database_url: str, certstatus_cli: list[str], tmp_path: Path, pool: asyncpg.Pool
+) -> None:
+    """With DATABASE_URL set (with a password) and REDIS_URL unset, only the embedded URL is shown."""
+    import signal
+    import time
+
+    secret_url = database_url.replace("postgresql://certstatus@", "postgresql://certstatus:S3cretPW@")
+    assert "S3cretPW" in secret_url
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSTATUS_") and k != "REDIS_URL"}
+    env.update(DATABASE_URL=secret_url, CERTSTATUS_DATA_DIR=str(tmp_path / "data"))
+    with subprocess.Popen([*certstatus_cli, "services"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops them" in line or not line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "S3cretPW" not in out
+    assert "(DATABASE_URL, not shown)" in out and "valkey.sock" in out
+
+
+def test_sigterm_during_first_start_unwinds_cleanly(certstatus_cli: list[str], tmp_path: Path) -> None:
+    """`docker stop` while the first start is still running initdb: exit 143, no server left,
+    and the next start works (the half-made cluster is thrown away)."""
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSTATUS_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env["CERTSTATUS_DATA_DIR"] = str(tmp_path / "data")
+    with subprocess.Popen([*certstatus_cli, "db", "migrate"], env=env, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "initialising a PostgreSQL cluster" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
+    assert "Traceback" not in rest
+    assert not (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+    again = subprocess.run([*certstatus_cli, "db", "migrate"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "schema at version" in again.stdout
