@@ -91,10 +91,16 @@ def valkey_server_binary() -> Path:
     return path
 
 
-def _die_with_parent(sig: int) -> None:
-    """preexec_fn: ask the kernel to send ``sig`` to the child when its parent dies."""
+def _die_with_parent(sig: int, parent: int) -> None:
+    """preexec_fn: ask the kernel to send ``sig`` to the child when its parent dies.
+
+    If the parent already died between fork and prctl, the signal would never come: give up
+    now rather than run an orphan.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _pid_alive(pid: int, program: str) -> bool:
@@ -160,6 +166,7 @@ class _Server:
             self.owned = False
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        parent = os.getpid()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -167,7 +174,7 @@ class _Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=lambda: _die_with_parent(self.stop_signal),  # noqa: PLW0108
+                preexec_fn=lambda: _die_with_parent(self.stop_signal, parent),
                 close_fds=True,
             )
         self.owned = True
