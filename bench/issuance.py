@@ -500,12 +500,29 @@ def machine_info(loop: str) -> dict[str, Any]:
         "openssl": backend.openssl_version_text(),
         "asyncpg": asyncpg.__version__,
         "event_loop": loop,
+        "commit": _git_commit(),
     }
     if loop == "uvloop":
         import uvloop
 
         info["event_loop"] = f"uvloop {uvloop.__version__}"
     return info
+
+
+def _git_commit() -> str:
+    """The code measured: the commit, marked dirty when the tree has uncommitted changes."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ca_core", "responder"], cwd=here.parent,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}{' (with uncommitted changes)' if dirty else ''}"
 
 
 async def server_info(pool: asyncpg.Pool) -> dict[str, Any]:
@@ -527,7 +544,7 @@ def render_markdown(report: dict[str, Any], results: Sequence[Measurement]) -> s
         "# Issuance benchmark",
         "",
         f"- Date: {report['date']}",
-        f"- Command: `{report['command']}`",
+        f"- Command: `{report['command']}` at commit {m.get('commit', 'unknown')}",
         f"- Machine: nproc {m['nproc']} ({m['cpu']}), {m['os']}",
         f"- Python {m['python'].split()[-1]} ({m['event_loop']}), cryptography {m['cryptography']} "
         f"({m['openssl']}), asyncpg {m['asyncpg']}",
