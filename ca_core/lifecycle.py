@@ -267,30 +267,32 @@ class CertificateAuthority:
 
     # Look-ups ---------------------------------------------------------------
 
+    async def _issuer_row(self, conn: asyncpg.Connection, name: str) -> db.IssuerRow:
+        row = await db.get_issuer(conn, name)
+        if row is None:
+            raise UnknownIssuer(f"there is no issuer named {name!r}")
+        return row
+
     async def _issuer_id(self, conn: asyncpg.Connection, name: str) -> int:
         issuer_id = self._issuer_ids.get(name)
         if issuer_id is None:
-            row = await db.get_issuer(conn, name) if isinstance(name, str) else None
-            if row is None:
-                raise UnknownIssuer(f"there is no issuer named {name!r}")
-            issuer_id = self._issuer_ids[name] = row.id
+            issuer_id = self._issuer_ids[name] = (await self._issuer_row(conn, name)).id
         return issuer_id
 
     async def _signing_issuer(self, conn: asyncpg.Connection, name: str) -> _Issuer:
         cached = self._signing.get(name)
         if cached is not None:
             # The key stays cached; the issuer's own status is read on every use.
-            await ensure_issuer_usable(conn, cached.row)
+            await ensure_issuer_usable(conn, cached.row, cached.ca.certificate)
             return cached
-        row = await db.get_issuer(conn, name) if isinstance(name, str) else None
-        if row is None:
-            raise UnknownIssuer(f"there is no issuer named {name!r}")
+        row = await self._issuer_row(conn, name)
         if row.kind != "issuing":
             raise ValidationError(f"{name!r} is the root CA; citizen certificates come from an issuing CA")
         if self._vault is None:
             raise CAError("this process has no key passphrase, so it cannot issue certificates")
-        await ensure_issuer_usable(conn, row)
-        issuer = _Issuer(row, await load_signing_ca(conn, self._vault, row))
+        ca = await load_signing_ca(conn, self._vault, row)
+        await ensure_issuer_usable(conn, row, ca.certificate)
+        issuer = _Issuer(row, ca)
         self._signing[name] = issuer
         return issuer
 

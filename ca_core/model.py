@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import enum
@@ -231,8 +232,6 @@ class CertRecord:
             "updated_at": self.updated_at.isoformat(),
         }
         if with_der:
-            import base64
-
             out["der_base64"] = base64.b64encode(self.der).decode()
         return out
 

@@ -164,11 +164,18 @@ async def load_signing_ca(conn: asyncpg.Connection, vault: KeyVault, issuer: db.
     return SigningCA(issuer.name, x509.load_der_x509_certificate(issuer.certificate), key)
 
 
-async def ensure_issuer_usable(conn: asyncpg.Connection, issuer: db.IssuerRow) -> None:
-    """Refuse to sign with an issuing CA whose own certificate is revoked or suspended."""
+async def ensure_issuer_usable(
+    conn: asyncpg.Connection, issuer: db.IssuerRow, certificate: x509.Certificate | None = None
+) -> None:
+    """Refuse to sign with an issuing CA whose own certificate is revoked or suspended.
+
+    Pass the already-parsed ``certificate`` when there is one (the issuance path does), to
+    save parsing the DER on every call.
+    """
     if issuer.parent_id is None:
         return
-    serial = x509.load_der_x509_certificate(issuer.certificate).serial_number
+    cert = certificate if certificate is not None else x509.load_der_x509_certificate(issuer.certificate)
+    serial = cert.serial_number
     status = await db.certificate_status(conn, issuer.parent_id, serial)
     if status is not CertStatus.GOOD:
         raise IssuerUnavailable(
