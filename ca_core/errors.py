@@ -22,6 +22,7 @@ __all__ = [
     "IllegalTransition",
     "IssuerUnavailable",
     "KeyStoreError",
+    "MalformedRequest",
     "MigrationError",
     "NotFound",
     "StorageError",
@@ -65,6 +66,13 @@ class BadSubject(ValidationError):
     """The subject name does not fit the certificate profile."""
 
     code = "bad-subject"
+
+
+class MalformedRequest(ValidationError):
+    """An OCSP request that is not a well-formed, single-certificate OCSPRequest (RFC 6960
+    4.1). The responder answers it with ``malformedRequest`` and HTTP 400."""
+
+    code = "malformed-request"
 
 
 class NotFound(CAError):
