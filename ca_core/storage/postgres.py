@@ -631,3 +631,246 @@ async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Co
     with storage_errors(what):
         async with pool.acquire() as conn, conn.transaction():
             yield conn
+
+
+# OCSP signer work -------------------------------------------------------------
+
+SWEEP_CHUNKS = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusRow:
+    """What an OCSP response needs to know about one certificate."""
+
+    issuer_id: int
+    serial: int
+    status: CertStatus
+    revoked_at: dt.datetime | None
+    reason: int | None
+    updated_at: dt.datetime
+
+
+def _status_row(row: asyncpg.Record) -> StatusRow:
+    return StatusRow(
+        row["issuer_id"],
+        serial_from_bytes(row["serial"]),
+        CertStatus(row["status"]),
+        row["revoked_at"],
+        row["reason"],
+        row["updated_at"],
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    id: int
+    issuer_id: int
+    serial: int
+    event: str
+
+
+async def claim_outbox(conn: asyncpg.Connection, limit: int) -> list[OutboxEvent]:
+    """Lock up to ``limit`` pending events, oldest first, skipping those another signer holds.
+
+    Call inside a transaction; the locks last until it ends, and :func:`finish_outbox`
+    marks the events done in the same transaction, so a signer that dies before committing
+    leaves them pending for the next one (at-least-once).
+    """
+    rows = await conn.fetch(
+        """SELECT id, issuer_id, serial, event FROM outbox WHERE processed_at IS NULL
+           ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED""",
+        limit,
+    )
+    return [OutboxEvent(r["id"], r["issuer_id"], serial_from_bytes(r["serial"]), r["event"]) for r in rows]
+
+
+async def finish_outbox(conn: asyncpg.Connection, ids: Sequence[int], now: dt.datetime) -> None:
+    await conn.execute("UPDATE outbox SET processed_at = $2 WHERE id = ANY($1::bigint[])", list(ids), now)
+
+
+async def pending_outbox(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE processed_at IS NULL"))
+
+
+async def statuses(conn: asyncpg.Connection, keys: Sequence[tuple[int, int]]) -> list[StatusRow]:
+    """The current status rows of the given (issuer_id, serial) pairs (missing ones omitted)."""
+    rows = await conn.fetch(
+        """SELECT c.issuer_id, c.serial, c.status::text AS status, c.revoked_at, c.reason, c.updated_at
+           FROM unnest($1::smallint[], $2::bytea[]) AS k(issuer_id, serial)
+           JOIN certificates c ON c.issuer_id = k.issuer_id AND c.serial = k.serial""",
+        [k[0] for k in keys],
+        [serial_to_bytes(k[1]) for k in keys],
+    )
+    return [_status_row(r) for r in rows]
+
+
+def chunk_bounds(chunk: int) -> tuple[bytes, bytes | None]:
+    """The serial range [low, high) of a sweep chunk: serials whose first octet is ``chunk``."""
+    return bytes((chunk,)), (bytes((chunk + 1,)) if chunk < 255 else None)
+
+
+async def sweep_batch(
+    conn: asyncpg.Connection, issuer_id: int, chunk: int, after: bytes | None, limit: int, expired_before: dt.datetime
+) -> list[StatusRow]:
+    """The next ``limit`` certificates of a chunk after serial ``after``, in key order,
+    leaving out those that expired before ``expired_before``."""
+    low, high = chunk_bounds(chunk)
+    rows = await conn.fetch(
+        """SELECT issuer_id, serial, status::text AS status, revoked_at, reason, updated_at
+           FROM certificates
+           WHERE issuer_id = $1 AND serial >= $2 AND ($3::bytea IS NULL OR serial < $3)
+             AND ($4::bytea IS NULL OR serial > $4) AND not_after > $6
+           ORDER BY serial LIMIT $5""",
+        issuer_id,
+        low,
+        high,
+        after,
+        limit,
+        expired_before,
+    )
+    return [_status_row(r) for r in rows]
+
+
+async def ensure_sweep_chunks(conn: asyncpg.Connection, issuer_ids: Sequence[int], now: dt.datetime) -> None:
+    """Create the sweep rows of issuers that have none yet (due at once)."""
+    await conn.execute(
+        """INSERT INTO ocsp_sweep (issuer_id, chunk, due_at)
+           SELECT i, c, $2 FROM unnest($1::smallint[]) AS i, generate_series(0, 255) AS c
+           ON CONFLICT DO NOTHING""",
+        list(issuer_ids),
+        now,
+    )
+    await conn.execute(
+        "INSERT INTO ocsp_fill (issuer_id) SELECT unnest($1::smallint[]) ON CONFLICT DO NOTHING", list(issuer_ids)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SweepLease:
+    issuer_id: int
+    chunk: int
+    cursor: bytes | None
+    pass_started_at: dt.datetime
+
+
+async def lease_sweep_chunk(
+    conn: asyncpg.Connection, owner: str, now: dt.datetime, lease: dt.timedelta, issuer_ids: Sequence[int]
+) -> SweepLease | None:
+    """Take the most overdue chunk nobody holds (or whose holder's lease ran out)."""
+    row = await conn.fetchrow(
+        """UPDATE ocsp_sweep s SET lease_owner = $1, lease_until = $2 + $3::interval,
+               pass_started_at = COALESCE(s.pass_started_at, $2)
+           WHERE (s.issuer_id, s.chunk) = (
+               SELECT issuer_id, chunk FROM ocsp_sweep
+               WHERE due_at <= $2 AND (lease_until IS NULL OR lease_until < $2) AND issuer_id = ANY($4::smallint[])
+               ORDER BY due_at, issuer_id, chunk LIMIT 1 FOR UPDATE SKIP LOCKED)
+           RETURNING s.issuer_id, s.chunk, s.cursor, s.pass_started_at""",
+        owner,
+        now,
+        lease,
+        list(issuer_ids),
+    )
+    if row is None:
+        return None
+    cursor = bytes(row["cursor"]) if row["cursor"] is not None else None
+    return SweepLease(row["issuer_id"], row["chunk"], cursor, row["pass_started_at"])
+
+
+async def advance_sweep(
+    conn: asyncpg.Connection, lease: SweepLease, owner: str, cursor: bytes, now: dt.datetime, extend: dt.timedelta
+) -> bool:
+    """Record progress and extend the lease; False if the lease was lost meanwhile."""
+    result = await conn.execute(
+        """UPDATE ocsp_sweep SET cursor = $4, lease_until = $5 + $6::interval
+           WHERE issuer_id = $1 AND chunk = $2 AND lease_owner = $3""",
+        lease.issuer_id,
+        lease.chunk,
+        owner,
+        cursor,
+        now,
+        extend,
+    )
+    return result.endswith(" 1")
+
+
+async def finish_sweep_chunk(
+    conn: asyncpg.Connection, lease: SweepLease, owner: str, now: dt.datetime, next_due: dt.datetime
+) -> bool:
+    result = await conn.execute(
+        """UPDATE ocsp_sweep SET cursor = NULL, lease_owner = NULL, lease_until = NULL, due_at = $4,
+               last_pass_started_at = pass_started_at, pass_started_at = NULL, last_done_at = $5
+           WHERE issuer_id = $1 AND chunk = $2 AND lease_owner = $3""",
+        lease.issuer_id,
+        lease.chunk,
+        owner,
+        next_due,
+        now,
+    )
+    return result.endswith(" 1")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FillState:
+    issuer_id: int
+    epoch: int
+    fill_started_at: dt.datetime | None
+    chunks_pending: int
+    oldest_pass_started_at: dt.datetime | None
+
+
+async def fill_state(conn: asyncpg.Connection, issuer_id: int) -> FillState:
+    """Whether an issuer's fill is complete: how many chunks have not finished a pass
+    begun after the fill started, and when the oldest live pass began."""
+    row = await conn.fetchrow(
+        """SELECT f.epoch, f.fill_started_at,
+               count(*) FILTER (WHERE s.last_pass_started_at IS NULL
+                                OR (f.fill_started_at IS NOT NULL AND s.last_pass_started_at < f.fill_started_at))
+                   AS pending,
+               min(s.last_pass_started_at) AS oldest
+           FROM ocsp_fill f JOIN ocsp_sweep s ON s.issuer_id = f.issuer_id
+           WHERE f.issuer_id = $1 GROUP BY f.epoch, f.fill_started_at""",
+        issuer_id,
+    )
+    if row is None:
+        return FillState(issuer_id, 0, None, SWEEP_CHUNKS, None)
+    return FillState(issuer_id, row["epoch"], row["fill_started_at"], row["pending"], row["oldest"])
+
+
+async def start_fill(conn: asyncpg.Connection, issuer_id: int, seen_epoch: int, now: dt.datetime) -> int | None:
+    """Begin a new full fill of an issuer, unless another signer already began one since
+    ``seen_epoch``: every chunk is due now and starts its pass from the beginning.
+    Returns the new epoch, or None if someone else won."""
+    epoch = await conn.fetchval(
+        """UPDATE ocsp_fill SET epoch = epoch + 1, fill_started_at = $3
+           WHERE issuer_id = $1 AND epoch = $2 RETURNING epoch""",
+        issuer_id,
+        seen_epoch,
+        now,
+    )
+    if epoch is None:
+        return None
+    await conn.execute(
+        """UPDATE ocsp_sweep SET due_at = $2, cursor = NULL, pass_started_at = NULL, lease_owner = NULL,
+               lease_until = NULL
+           WHERE issuer_id = $1""",
+        issuer_id,
+        now,
+    )
+    return int(epoch)
+
+
+async def complete_fill(conn: asyncpg.Connection, issuer_id: int, epoch: int) -> None:
+    await conn.execute(
+        "UPDATE ocsp_fill SET fill_started_at = NULL WHERE issuer_id = $1 AND epoch = $2", issuer_id, epoch
+    )
+
+
+async def count_certificates(conn: asyncpg.Connection, issuer_ids: Sequence[int], expired_before: dt.datetime) -> int:
+    """How many certificates a full fill of these issuers signs (for progress display)."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM certificates WHERE issuer_id = ANY($1::smallint[]) AND not_after > $2",
+            list(issuer_ids),
+            expired_before,
+        )
+    )

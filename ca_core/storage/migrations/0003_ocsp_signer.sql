@@ -1,0 +1,34 @@
+-- certstatus schema, version 3: the OCSP signer's shared work list.
+--
+-- Several signer processes cooperate through these rows: whoever holds a chunk's lease
+-- signs it, so no response is signed twice and a crashed signer's chunk is picked up
+-- again when its lease runs out.
+
+-- The refresh sweep. Each issuer's serials are cut into 256 chunks by their first octet
+-- (a primary-key range scan each); a chunk is due again before half the response
+-- validity has passed since its last pass began.
+CREATE TABLE ocsp_sweep (
+    issuer_id        smallint NOT NULL REFERENCES issuers (id),
+    chunk            smallint NOT NULL CHECK (chunk BETWEEN 0 AND 255),
+    due_at           timestamptz NOT NULL,
+    lease_owner      text,
+    lease_until      timestamptz,
+    -- Progress of the pass under way: the last serial signed and when the pass began.
+    cursor           bytea,
+    pass_started_at  timestamptz,
+    -- The last completed pass: when it began (its responses expire first) and ended.
+    last_pass_started_at timestamptz,
+    last_done_at     timestamptz,
+    PRIMARY KEY (issuer_id, chunk)
+);
+CREATE INDEX ocsp_sweep_due ON ocsp_sweep (due_at);
+
+-- A full fill of an issuer's responses (after Redis lost them, or for a new issuer).
+-- Responders say "unauthorized" for a serial Redis does not hold only while Redis holds
+-- the issuer's "filled" marker, which the signer sets once every chunk has completed a
+-- pass begun after fill_started_at.
+CREATE TABLE ocsp_fill (
+    issuer_id       smallint PRIMARY KEY REFERENCES issuers (id),
+    epoch           bigint NOT NULL DEFAULT 0,
+    fill_started_at timestamptz
+);

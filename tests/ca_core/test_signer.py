@@ -1,0 +1,125 @@
+"""The OCSP signer against real PostgreSQL and Valkey: outbox, sweep, fill, versions."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from cryptography.x509 import ocsp as cocsp
+
+from ca_core.clock import FakeClock
+from ca_core.keystore import KeyVault
+from ca_core.lifecycle import CertificateAuthority
+from ca_core.model import CertRecord, KeyType
+from ca_core.profiles import HolderSubject
+from ca_core.signer import Signer, SignerSettings
+from ca_core.storage import postgres as db
+from ca_core.storage import responses as store
+
+HOLDER = HolderSubject("王小明", "0000000111729553")
+
+
+async def issue(ca: CertificateAuthority, issuer: str = "moica") -> CertRecord:
+    record, _ = await ca.issue_with_generated_key(
+        issuer=issuer, profile="citizen-signing", subject=HOLDER, actor="test", key_type=KeyType.EC_P256
+    )
+    return record
+
+
+async def stored(redis: aioredis.Redis, pool: asyncpg.Pool, record: CertRecord) -> cocsp.OCSPResponse | None:
+    async with pool.acquire() as conn:
+        issuer = await db.get_issuer(conn, record.issuer)
+    assert issuer is not None
+    value = await redis.get(store.response_key(issuer.id, record.serial))
+    if value is None:
+        return None
+    return cocsp.load_der_ocsp_response(store.unpack(value).der)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Redis expires keys by its own (real) clock, so responses are signed near real time."""
+    return FakeClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+async def signer(pool: asyncpg.Pool, redis_client: aioredis.Redis, vault: KeyVault, clock: FakeClock, pki: object) -> Signer:
+    s = Signer(pool, redis_client, vault, clock, SignerSettings(batch_size=3))
+    await s.load_issuers()
+    await drain(s)  # the PKI's own certificates (issuing CAs, OCSP signers)
+    return s
+
+
+async def drain(signer: Signer) -> int:
+    total = 0
+    while (n := await signer.process_outbox()):
+        total += n
+    return total
+
+
+async def sweep_all(signer: Signer) -> int:
+    total = 0
+    while (n := await signer.sweep_chunk()) is not None:
+        total += n
+    return total
+
+
+async def test_outbox_signs_each_change_and_marks_it_done(signer: Signer, ca: CertificateAuthority, pool: asyncpg.Pool, redis_client: aioredis.Redis) -> None:
+    record = await issue(ca)
+    assert await drain(signer) == 1
+    resp = await stored(redis_client, pool, record)
+    assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.GOOD
+    assert resp.serial_number == record.serial
+
+    await ca.revoke("moica", record.serial, actor="test", reason="keyCompromise")
+    await drain(signer)
+    resp = await stored(redis_client, pool, record)
+    assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_reason is not None and resp.revocation_reason.name == "key_compromise"
+    async with pool.acquire() as conn:
+        assert await db.pending_outbox(conn) == 0
+
+
+async def test_an_older_version_never_overwrites_a_newer_one(signer: Signer, ca: CertificateAuthority, pool: asyncpg.Pool, redis_client: aioredis.Redis, clock: FakeClock) -> None:
+    record = await issue(ca)
+    async with pool.acquire() as conn:
+        moica = await db.get_issuer(conn, "moica")
+        assert moica is not None
+        (old_row,) = await db.statuses(conn, [(moica.id, record.serial)])
+    await drain(signer)
+    clock.advance(dt.timedelta(seconds=5))
+    await ca.suspend("moica", record.serial, actor="test")
+    await drain(signer)
+    # A slow sweep that read the row before the suspension finishes last: refused.
+    stale = signer.sign_rows([old_row], clock.now())
+    assert await store.write_responses(redis_client, stale, publish=False) == 0
+    resp = await stored(redis_client, pool, record)
+    assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.REVOKED
+
+
+async def test_sweep_fills_everything_and_sets_the_marker(signer: Signer, ca: CertificateAuthority, pool: asyncpg.Pool, redis_client: aioredis.Redis) -> None:
+    records = [await issue(ca, "moica") for _ in range(4)] + [await issue(ca, "gca") for _ in range(3)]
+    await signer.check_fills()  # starts the first fill
+    signed = await sweep_all(signer)
+    assert signed >= 7
+    for r in records:
+        assert await stored(redis_client, pool, r) is not None
+    await signer.check_fills()
+    for issuer_id in signer.issuers:
+        assert await redis_client.exists(store.filled_key(issuer_id))
+    # Nothing is due again straight away.
+    assert await signer.sweep_chunk() is None
+
+    # Redis loses everything: the next check starts a refill, the marker stays away until done.
+    await redis_client.flushdb()
+    await signer.check_fills()
+    for issuer_id in signer.issuers:
+        assert not await redis_client.exists(store.filled_key(issuer_id))
+    assert await sweep_all(signer) >= 7
+    await signer.check_fills()
+    for issuer_id in signer.issuers:
+        assert await redis_client.exists(store.filled_key(issuer_id))
+    for r in records:
+        assert await stored(redis_client, pool, r) is not None
