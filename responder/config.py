@@ -93,6 +93,34 @@ class Config:
         30, "CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS",
         "Validity of OCSP signing certificates; short, since relying parties never check their status.",
     )
+    workers: int = _field(
+        1, "CERTSTATUS_WORKERS",
+        "Public responder processes sharing the public port (SO_REUSEPORT); one per core is the usual choice.",
+    )
+    ocsp_validity_hours: int = _field(
+        96, "CERTSTATUS_OCSP_VALIDITY_HOURS",
+        "thisUpdate to nextUpdate of pre-signed OCSP responses (4 days); the signer refreshes each before half of it passes.",
+    )
+    ocsp_nonce: str = _field(
+        "ignore", "CERTSTATUS_OCSP_NONCE",
+        "'ignore' (RFC 5019: serve the pre-signed answer) or 'sign' (RFC 8954: sign live with the client's nonce, "
+        "falling back to the pre-signed answer when live signing is saturated).",
+    )
+    ocsp_unknown_serial: str = _field(
+        "unauthorized", "CERTSTATUS_OCSP_UNKNOWN_SERIAL",
+        "Answer for a serial the issuer never issued: 'unauthorized', or 'revoked' (RFC 6960 2.2 extended revoked).",
+    )
+    ocsp_live_signing_limit: int = _field(
+        8, "CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT",
+        "Live signatures in flight per responder process (SHA-256 CertIDs, nonces, extended revoked); beyond it, shed.",
+    )
+    ocsp_cache_entries: int = _field(
+        200_000, "CERTSTATUS_OCSP_CACHE_ENTRIES",
+        "OCSP answers kept in each responder process (~1 KB each); changes evict them at once.",
+    )
+    signer_batch_size: int = _field(
+        500, "CERTSTATUS_SIGNER_BATCH_SIZE", "OCSP responses the signer signs and writes per round trip."
+    )
     db_pool_size: int = _field(10, "CERTSTATUS_DB_POOL_SIZE", "PostgreSQL connections per process.")
     log_level: str = _field("INFO", "CERTSTATUS_LOG_LEVEL", f"One of {', '.join(_LOG_LEVELS)}.")
 
@@ -115,6 +143,20 @@ class Config:
             raise bad("cert_validity_days", "must be between 1 and 7320 days")
         if not 1 <= self.ocsp_signer_validity_days <= 366:
             raise bad("ocsp_signer_validity_days", "must be between 1 and 366 days")
+        if not 1 <= self.workers <= 64:
+            raise bad("workers", "must be between 1 and 64")
+        if not 1 <= self.ocsp_validity_hours <= 240:
+            raise bad("ocsp_validity_hours", "must be between 1 and 240 hours (10 days)")
+        if self.ocsp_nonce not in ("ignore", "sign"):
+            raise bad("ocsp_nonce", "must be 'ignore' or 'sign'")
+        if self.ocsp_unknown_serial not in ("unauthorized", "revoked"):
+            raise bad("ocsp_unknown_serial", "must be 'unauthorized' or 'revoked'")
+        if not 0 <= self.ocsp_live_signing_limit <= 1024:
+            raise bad("ocsp_live_signing_limit", "must be between 0 and 1024")
+        if not 0 <= self.ocsp_cache_entries <= 50_000_000:
+            raise bad("ocsp_cache_entries", "must be between 0 and 50000000")
+        if not 1 <= self.signer_batch_size <= 10_000:
+            raise bad("signer_batch_size", "must be between 1 and 10000")
         if not 1 <= self.db_pool_size <= 500:
             raise bad("db_pool_size", "must be between 1 and 500")
         if self.log_level not in _LOG_LEVELS:

@@ -1,0 +1,482 @@
+"""The public port's HTTP/1.1 front: OCSP answered here directly, everything else by aiohttp.
+
+Why this exists (profiles in bench/results): aiohttp's request machinery (parser objects,
+Request/Response objects, middleware, the router, a task per request) costs ~100 us per
+request, which caps a worker near 10 k answers/s before any OCSP work. An OCSP request
+needs none of it: a request line, three headers, a body of ~100 bytes. So the public
+port's protocol reads each request head itself and
+
+- answers ``GET /ocsp/{base64}`` and ``POST /ocsp`` here (RFC 6960 Appendix A, RFC 5019),
+  synchronously when the answer is cached and in a task otherwise, keeping pipelined
+  responses in order;
+- hands the connection to aiohttp (``transport.set_protocol``) at the first request for
+  any other path (``/crl/...``, ``/ca/...``, ``/healthz``), replaying the bytes it holds;
+  from then on that connection is aiohttp's, with all its features.
+
+It is deliberately strict, since it faces the Internet: heads are capped (431), bodies are
+capped (413) and must be ``application/ocsp-request`` (415), ``Transfer-Encoding`` is refused
+(411: no smuggling surface), a client that sends a partial request or idles too long is
+disconnected, and a bad request is answered and the connection closed. Nothing a client
+sends reaches a traceback: an unexpected error closes that one connection and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import email.utils
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Final
+
+from ca_core.errors import MalformedRequest
+from ca_core.ocsp import UNSUCCESSFUL, OCSPQuery, ResponseStatus, parse_request
+
+from .ocsp_source import Answer, OCSPSource
+
+__all__ = ["FastPath", "PublicProtocol", "decode_get_path"]
+
+_log = logging.getLogger(__name__)
+
+MAX_HEAD: Final = 8192
+MAX_BODY: Final = 16 * 1024
+_MALFORMED: Final = UNSUCCESSFUL[ResponseStatus.MALFORMED_REQUEST]
+_MEMO_ENTRIES: Final = 100_000
+
+
+def decode_get_path(encoded: bytes) -> bytes:
+    """The DER of a GET request's path segment (after ``/ocsp/``).
+
+    RFC 6960 Appendix A.1: ``url-encoding of base-64 encoding of the DER encoding of the
+    OCSPRequest``. Real clients and proxies bend that, and we accept what they send:
+    percent-encoded or raw '+', '/' and '='; '+' turned into ' ' by a form decoder; padding
+    left off; base64url's '-' and '_'; leading slashes doubled by a base URL that ended in
+    '/'. Raises MalformedRequest otherwise.
+    """
+    text = urllib.parse.unquote_to_bytes(encoded).lstrip(b"/").replace(b" ", b"+")
+    text = text.replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
+    if not text:
+        raise MalformedRequest("no request in the URL")
+    text += b"=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedRequest("the URL is not base64") from None
+
+
+class _Date:
+    """The HTTP Date header value, formatted at most once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def now(self, t: float) -> bytes:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._value = email.utils.formatdate(second, usegmt=True).encode()
+        return self._value
+
+
+def _http_date(t: int) -> bytes:
+    return email.utils.formatdate(t, usegmt=True).encode()
+
+
+class FastPath:
+    """What every connection of one worker shares: the answer source, the aiohttp server
+    to hand other paths to, memos, limits, and the idle-connection watchdog.
+
+    :param source: answers OCSP queries.
+    :param handoff: a protocol factory for everything that is not OCSP (aiohttp's
+        ``web.Server``); None answers other paths 404.
+    :param head_timeout: the longest a client may take to send a complete request.
+    :param keepalive_timeout: how long an idle keep-alive connection is kept.
+    """
+
+    def __init__(
+        self,
+        source: OCSPSource,
+        handoff: Callable[[], asyncio.Protocol] | None,
+        *,
+        head_timeout: float = 10.0,
+        keepalive_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.handoff = handoff
+        self.head_timeout = head_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.clock = clock
+        self.date = _Date()
+        self.connections: set[PublicProtocol] = set()
+        # Request bytes (GET path or POST body) -> parsed query: popular certificates are
+        # asked about with the very same bytes again and again.
+        self.memo: dict[bytes, OCSPQuery] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self.stats = collections.Counter[str]()
+
+    def start(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        for conn in list(self.connections):
+            conn.close()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.check_timeouts(now)
+        self._watchdog = asyncio.get_running_loop().call_later(1.0, self._sweep)
+
+    def query(self, raw: bytes, *, from_get: bool) -> OCSPQuery:
+        memo = self.memo
+        q = memo.get(raw)
+        if q is None:
+            q = parse_request(decode_get_path(raw) if from_get else raw)
+            if len(memo) >= _MEMO_ENTRIES:
+                memo.pop(next(iter(memo)))
+            memo[raw] = q
+        return q
+
+    def render(self, answer: Answer, *, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]) -> bytes:
+        """The full HTTP response for an answer, with RFC 5019 6.2 caching headers."""
+        now = self.clock()
+        date = self.date.now(now)
+        conn = b"" if keep_alive else b"Connection: close\r\n"
+        if not answer.signed:
+            return (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
+                b"Cache-Control: no-store\r\nDate: %s\r\n%s\r\n%s" % (len(answer.der), date, conn, answer.der)
+            )
+        if answer.etag is None:  # carries the client's nonce: for this client only
+            return (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
+                b"Cache-Control: no-store\r\nDate: %s\r\n%s\r\n%s" % (len(answer.der), date, conn, answer.der)
+            )
+        max_age = max(0, answer.next_update - int(now))
+        cache = (
+            b"ETag: %s\r\nLast-Modified: %s\r\nExpires: %s\r\n"
+            b"Cache-Control: max-age=%d, public, no-transform, must-revalidate\r\n"
+            % (answer.etag, _http_date(answer.this_update), _http_date(answer.next_update), max_age)
+        )
+        if_none_match, if_modified_since = conditional
+        if if_none_match is not None:
+            not_modified = answer.etag in [t.strip() for t in if_none_match.split(b",")] or if_none_match.strip() == b"*"
+        elif if_modified_since is not None:
+            not_modified = _not_modified_since(if_modified_since, answer.this_update)
+        else:
+            not_modified = False
+        if not_modified:
+            return b"HTTP/1.1 304 Not Modified\r\n%sDate: %s\r\n%s\r\n" % (cache, date, conn)
+        return (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n%sDate: %s\r\n%s\r\n%s"
+            % (len(answer.der), cache, date, conn, answer.der)
+        )
+
+
+def _not_modified_since(value: bytes, this_update: int) -> bool:
+    try:
+        since = email.utils.parsedate_to_datetime(value.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return False  # RFC 9110 13.1.3: an invalid date is ignored
+    if since.tzinfo is None:
+        return False
+    return since.timestamp() >= this_update
+
+
+def _error(status: bytes, body: bytes, date: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> bytes:
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nConnection: close\r\n\r\n%s"
+        % (status, content_type, len(body), date, body)
+    )
+
+
+class _Slot:
+    __slots__ = ("close", "data")
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.close = False
+
+
+class PublicProtocol(asyncio.Protocol):
+    """One client connection on the public port (see the module docstring)."""
+
+    __slots__ = (
+        "_buf", "_closing", "_handing_off", "_last_active", "_paused", "_queue", "_request_started", "_write_paused",
+        "fp", "transport",
+    )  # fmt: skip
+
+    def __init__(self, fp: FastPath) -> None:
+        self.fp = fp
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._queue: collections.deque[_Slot] = collections.deque()
+        self._closing = False
+        self._handing_off = False
+        self._paused = False
+        self._write_paused = False
+        self._last_active = time.monotonic()
+        self._request_started: float | None = None
+
+    # asyncio callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.fp.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fp.connections.discard(self)
+        self._closing = True
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._maybe_resume()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._last_active = time.monotonic()
+        if self._request_started is None:
+            self._request_started = self._last_active
+        self._buf += data
+        try:
+            self._process()
+        except Exception:  # noqa: BLE001 - never let one client's bytes take the worker down
+            _log.exception("unexpected error on an OCSP connection; closing it")
+            self.close()
+
+    # Helpers --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def check_timeouts(self, now: float) -> None:
+        if self._closing or self._handing_off:
+            return
+        if self._request_started is not None and self._buf and now - self._request_started > self.fp.head_timeout:
+            self.fp.stats["timeouts"] += 1
+            self._fail(b"408 Request Timeout", b"request not received in time\n")
+        elif not self._queue and now - self._last_active > self.fp.keepalive_timeout:
+            self.close()
+
+    def _pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume(self) -> None:
+        if self._paused and not self._write_paused and len(self._queue) < 8 and not self._closing:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+            if self._buf:
+                self._process()
+
+    def _send(self, data: bytes, close: bool) -> None:
+        """Send now if nothing is queued ahead, else queue in order."""
+        if self._queue:
+            slot = _Slot()
+            slot.data, slot.close = data, close
+            self._queue.append(slot)
+            return
+        assert self.transport is not None
+        self.transport.write(data)
+        if close:
+            self.close()
+
+    def _fail(self, status: bytes, body: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> None:
+        """Answer a request we will not serve, then close: its framing may be untrustworthy."""
+        self.fp.stats["rejected"] += 1
+        self._buf.clear()
+        self._send(_error(status, body, self.fp.date.now(self.fp.clock()), content_type), True)
+        self._closing = True
+
+    def _flush(self) -> None:
+        queue = self._queue
+        transport = self.transport
+        while queue and queue[0].data is not None:
+            slot = queue.popleft()
+            if transport is None or transport.is_closing():
+                queue.clear()
+                return
+            transport.write(slot.data)  # type: ignore[arg-type]
+            if slot.close:
+                queue.clear()
+                self.close()
+                return
+        if not queue and self._handing_off:
+            self._hand_off()
+        else:
+            self._maybe_resume()
+
+    # Requests ---------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        buf = self._buf
+        while buf and not self._closing and not self._handing_off and not self._paused:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._fail(b"431 Request Header Fields Too Large", b"request head too large\n")
+                return
+            if end > MAX_HEAD:
+                self._fail(b"431 Request Header Fields Too Large", b"request head too large\n")
+                return
+            line_end = buf.find(b"\r\n")
+            request_line = bytes(buf[:line_end])
+            parts = request_line.split(b" ")
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+                self._fail(b"400 Bad Request", b"malformed request line\n")
+                return
+            method, target, version = parts
+            path = target
+            if path.startswith((b"http://", b"https://")):  # absolute-form (RFC 9112 3.2.2)
+                slash = path.find(b"/", path.find(b"//") + 2)
+                path = path[slash:] if slash >= 0 else b"/"
+            trimmed = path.lstrip(b"/")
+            if not (trimmed == b"ocsp" or trimmed.startswith((b"ocsp/", b"ocsp?"))):
+                self._start_hand_off()
+                return
+            headers: dict[bytes, bytes] = {}
+            for line in bytes(buf[line_end + 2 : end]).split(b"\r\n"):
+                name, sep, value = line.partition(b":")
+                if not sep or not name or name != name.strip():
+                    self._fail(b"400 Bad Request", b"malformed header line\n")
+                    return
+                name = name.lower()
+                if name in headers and name in (b"content-length", b"host", b"content-type"):
+                    self._fail(b"400 Bad Request", b"duplicate " + name + b" header\n")
+                    return
+                headers[name] = value.strip()
+            if b"transfer-encoding" in headers:
+                self._fail(b"411 Length Required", b"send OCSP requests with a Content-Length\n")
+                return
+            length_text = headers.get(b"content-length", b"0")
+            if not length_text.isdigit() or len(length_text) > 9:
+                self._fail(b"400 Bad Request", b"bad Content-Length\n")
+                return
+            length = int(length_text)
+            if length > MAX_BODY:
+                self._fail(b"413 Content Too Large", b"OCSP requests are small; this one is not\n")
+                return
+            if len(buf) < end + 4 + length:
+                if headers.get(b"expect", b"").lower() == b"100-continue" and len(buf) == end + 4:
+                    assert self.transport is not None
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                return  # wait for the rest of the body
+            body = bytes(buf[end + 4 : end + 4 + length])
+            del buf[: end + 4 + length]
+            self._request_started = None if not buf else time.monotonic()
+            connection = headers.get(b"connection", b"").lower()
+            keep_alive = (b"close" not in connection) if version == b"HTTP/1.1" else (b"keep-alive" in connection)
+            self._dispatch(method, trimmed, headers, body, keep_alive)
+            if len(self._queue) > 32:
+                self._pause()
+
+    def _dispatch(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
+        fp = self.fp
+        if method == b"GET":
+            encoded = path[5:].split(b"?", 1)[0] if path.startswith(b"ocsp/") else b""
+            if not encoded.strip(b"/"):
+                self._malformed(keep_alive)
+                return
+            raw, from_get = encoded, True
+        elif method == b"POST":
+            ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+            if ctype != b"application/ocsp-request":
+                self._fail(b"415 Unsupported Media Type", b"POST application/ocsp-request (RFC 6960 A.1)\n")
+                return
+            if not body:
+                self._malformed(keep_alive)
+                return
+            raw, from_get = body, False
+        else:
+            self._fail(b"405 Method Not Allowed", b"use GET or POST for OCSP\n")
+            return
+        try:
+            query = fp.query(raw, from_get=from_get)
+        except MalformedRequest:
+            self._malformed(keep_alive)
+            return
+        conditional = (headers.get(b"if-none-match"), headers.get(b"if-modified-since")) if from_get else (None, None)
+        answer = fp.source.cached(query)
+        if answer is not None:
+            fp.stats["fast"] += 1
+            self._send(fp.render(answer, keep_alive=keep_alive, conditional=conditional), not keep_alive)
+            return
+        slot = _Slot()
+        slot.close = not keep_alive
+        self._queue.append(slot)
+        asyncio.get_running_loop().create_task(self._answer_later(query, slot, keep_alive, conditional))
+
+    async def _answer_later(
+        self, query: OCSPQuery, slot: _Slot, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]
+    ) -> None:
+        try:
+            answer = await self.fp.source.answer(query)
+            slot.data = self.fp.render(answer, keep_alive=keep_alive, conditional=conditional)
+        except Exception:  # noqa: BLE001 - a bug must not leave the connection hanging
+            _log.exception("error answering an OCSP query")
+            body = UNSUCCESSFUL[ResponseStatus.INTERNAL_ERROR]
+            slot.data = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
+                b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            slot.close = True
+        self._flush()
+
+    def _malformed(self, keep_alive: bool) -> None:
+        # RFC 6960 2.3: malformedRequest. HTTP 400 too, so caches and logs see the error.
+        self.fp.stats["malformed"] += 1
+        date = self.fp.date.now(self.fp.clock())
+        self._send(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-store\r\nDate: %s\r\n%s\r\n%s"
+            % (len(_MALFORMED), date, b"" if keep_alive else b"Connection: close\r\n", _MALFORMED),
+            not keep_alive,
+        )
+
+    # Hand-off to aiohttp ----------------------------------------------------------------
+
+    def _start_hand_off(self) -> None:
+        if self.fp.handoff is None:
+            self._fail(b"404 Not Found", b"not found\n")
+            return
+        self._handing_off = True
+        if not self._queue:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        assert self.fp.handoff is not None and self.transport is not None
+        self.fp.connections.discard(self)
+        self.fp.stats["handed_off"] += 1
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        protocol = self.fp.handoff()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        data, self._buf = bytes(self._buf), bytearray()
+        self.transport = None
+        self._closing = True
+        if data:
+            protocol.data_received(data)

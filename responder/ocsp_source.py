@@ -1,0 +1,383 @@
+"""Where OCSP answers come from, in the order the responder tries them.
+
+1. **Issuer table** (in memory): a CertID's (hash algorithm, issuer name hash, issuer key
+   hash) names the issuer; anything else is ``unauthorized`` at once.
+2. **In-process cache**: recently served responses, dropped the moment the signer publishes
+   a change (Redis pub/sub, :data:`~ca_core.storage.responses.CHANGED_CHANNEL`). The cache
+   is only trusted while the subscription is up; every (re)subscription starts it empty,
+   so a missed message can never leave a stale answer behind.
+3. **Redis**: the pre-signed SHA-1 CertID response (:mod:`ca_core.storage.responses`).
+4. **Live signing, bounded**: answers derived from the pre-signed one: the same status and
+   times for a SHA-256 CertID, or with the client's nonce when nonces are honoured; and
+   RFC 6960 "extended revoked" for never-issued serials when configured. At most
+   ``live_signing_limit`` signatures run at once; beyond that a SHA-256 or never-issued
+   query gets ``tryLater`` and a nonce query gets the pre-signed answer without its nonce.
+
+Why SHA-1 pre-signed and SHA-256 on demand (figures in bench/results): a response with the
+responder certificate is ~790 bytes, so pre-signing both CertID forms would double Redis
+to ~1.7 KB per certificate and double the sweep's signing, for the ~20 % of checks that
+use SHA-256 (TAX_SEASON.md). Derived SHA-256 answers are cached here like any other, so a
+popular certificate is signed once per worker per change, not per request.
+
+Never wrong (DESIGN invariant 3): nothing is served past its nextUpdate; a serial Redis
+does not hold is ``unauthorized`` only while Redis holds the issuer's "filled" marker,
+and ``tryLater`` otherwise; when Redis is unreachable a cached answer is served only
+while it is still within its validity, else ``tryLater``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import redis.asyncio as aioredis
+from cryptography import x509
+from cryptography.x509 import ocsp as cocsp
+from redis.exceptions import RedisError
+
+from ca_core.clock import Clock
+from ca_core.keystore import KeyVault
+from ca_core.ocsp import (
+    EXTENDED_REVOKE_TIME,
+    UNSUCCESSFUL,
+    HashAlgorithm,
+    OCSPQuery,
+    ResponseSigner,
+    ResponseStatus,
+    SingleStatus,
+    issuer_hashes,
+)
+from ca_core.signer import load_issuer_signers
+from ca_core.storage import postgres as db
+from ca_core.storage import responses as store
+
+from .fastredis import FastRedis, RedisUnavailable
+
+__all__ = ["Answer", "IssuerEntry", "OCSPSource", "UnknownSerialPolicy"]
+
+_log = logging.getLogger(__name__)
+
+
+class UnknownSerialPolicy(enum.StrEnum):
+    """How to answer for a serial the issuer never issued (RFC 6960 2.2)."""
+
+    UNAUTHORIZED = "unauthorized"
+    EXTENDED_REVOKED = "revoked"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    """An OCSP response ready to send. ``this_update``/``next_update`` are set for signed
+    responses (they drive the caching headers); ``etag`` too unless it carries a nonce."""
+
+    der: bytes
+    this_update: int = 0
+    next_update: int = 0
+    etag: bytes | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.next_update != 0
+
+
+_UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
+_TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
+
+
+def _answer(der: bytes, this_update: int, next_update: int) -> Answer:
+    etag = b'"' + hashlib.blake2b(der, digest_size=16).hexdigest().encode() + b'"'
+    return Answer(der, this_update, next_update, etag)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuerEntry:
+    id: int
+    name: str
+    signer: ResponseSigner | None  # None: no OCSP key loaded; live signing unavailable
+
+
+class OCSPSource:
+    """Answers OCSP queries for one responder process (see the module docstring).
+
+    :param fast: the pipelined GET client for responses.
+    :param subscriber: a redis-py client for the change subscription.
+    :param issuers: the issuer table, from :meth:`load_issuers`.
+    :param cache_entries: the most answers kept in process (FIFO eviction).
+    :param live_signing_limit: signatures in flight at once in this process.
+    :param honour_nonce: sign nonce-bearing queries live (RFC 8954) instead of ignoring
+        the nonce (RFC 5019 default).
+    """
+
+    def __init__(
+        self,
+        fast: FastRedis,
+        subscriber: aioredis.Redis,
+        issuers: dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry],
+        *,
+        clock: Clock | None = None,
+        cache_entries: int = 200_000,
+        live_signing_limit: int = 8,
+        honour_nonce: bool = False,
+        unknown_serial: UnknownSerialPolicy = UnknownSerialPolicy.UNAUTHORIZED,
+    ) -> None:
+        self.fast = fast
+        self.subscriber = subscriber
+        self.issuers = issuers
+        self.cache_entries = cache_entries
+        self.live_signing_limit = live_signing_limit
+        self.honour_nonce = honour_nonce
+        self.unknown_serial = unknown_serial
+        self._time = (lambda: clock.now().timestamp()) if clock is not None else time.time
+        self._cache: dict[tuple[int, int, HashAlgorithm], Answer] = {}
+        self._subscribed = False
+        self._generation = 0  # bumped by every invalidation; guards in-flight fills
+        self._filled: dict[int, tuple[bool, float]] = {}
+        self._live = 0
+        self.stats = {"cache_hits": 0, "redis_gets": 0, "live_signed": 0, "shed": 0, "invalidations": 0}
+
+    # Issuers ----------------------------------------------------------------------
+
+    @staticmethod
+    async def load_issuers(
+        pool: asyncpg.Pool, vault: KeyVault | None, now: dt.datetime
+    ) -> dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry]:
+        """The issuer table: every issuing CA with an OCSP signer, under both hash forms."""
+        async with pool.acquire() as conn:
+            issuers = await db.list_issuers(conn)
+            signers = await load_issuer_signers(conn, vault, now) if vault is not None else {}
+            with_signer = {i.id for i in issuers if await db.current_ocsp_signer(conn, i.id, now) is not None}
+        table: dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry] = {}
+        for issuer in issuers:
+            if issuer.id not in with_signer:
+                continue  # the root: its certificates' status is on its CRL
+            signing = signers.get(issuer.id)
+            entry = IssuerEntry(issuer.id, issuer.name, signing.signer if signing else None)
+            for h in issuer_hashes(x509.load_der_x509_certificate(issuer.certificate)).values():
+                table[(h.hash_algorithm, h.name_hash, h.key_hash)] = entry
+        return table
+
+    # Invalidation -----------------------------------------------------------------
+
+    def invalidate(self, key: bytes) -> None:
+        """Drop every cached answer for the certificate a changed response key names."""
+        self._generation += 1
+        self.stats["invalidations"] += 1
+        try:
+            _, issuer, serial = key.split(b":")
+            ident = (int(issuer), int(serial, 16))
+        except ValueError:
+            self._cache.clear()  # not one of ours: be safe
+            return
+        for alg in HashAlgorithm:
+            self._cache.pop((*ident, alg), None)
+
+    def _drop_all(self) -> None:
+        self._generation += 1
+        self._cache.clear()
+        self._filled.clear()
+
+    async def follow_changes(self) -> None:
+        """Subscribe to the change channel until cancelled, resubscribing after failures."""
+        while True:
+            pubsub = self.subscriber.pubsub()
+            try:
+                await pubsub.subscribe(store.CHANGED_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        # A quiet channel: make sure the connection is really alive.
+                        await pubsub.ping()
+                        continue
+                    kind = message["type"]
+                    if kind == "subscribe":
+                        self._drop_all()
+                        self._subscribed = True
+                    elif kind == "message":
+                        self.invalidate(message["data"])
+            except (RedisError, OSError) as e:
+                if self._subscribed:
+                    _log.warning("lost the OCSP change subscription (%s); cache off until it is back", e)
+                self._subscribed = False
+                self._drop_all()
+                await asyncio.sleep(0.25)
+            finally:
+                self._subscribed = False
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[OCSPSource]:
+        """Follow changes for the duration of the block."""
+        task = asyncio.create_task(self.follow_changes(), name="ocsp-changes")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.fast.close()
+
+    # Answers ----------------------------------------------------------------------
+
+    def cached(self, query: OCSPQuery) -> Answer | None:
+        """The answer from the in-process cache, if it holds a current one (no I/O)."""
+        if not self._subscribed or (query.nonce is not None and self.honour_nonce):
+            return None
+        cid = query.cert_id
+        entry = self.issuers.get((cid.hash_algorithm, cid.issuer_name_hash, cid.issuer_key_hash))  # type: ignore[arg-type]
+        if entry is None:
+            return _UNAUTHORIZED
+        answer = self._cache.get((entry.id, cid.serial, cid.hash_algorithm))  # type: ignore[arg-type]
+        if answer is not None and answer.next_update > self._time():
+            self.stats["cache_hits"] += 1
+            return answer
+        return None
+
+    def _remember(self, key: tuple[int, int, HashAlgorithm], answer: Answer, generation: int) -> None:
+        if not self._subscribed or generation != self._generation:
+            return  # a change may have raced this fill: don't keep it
+        cache = self._cache
+        if len(cache) >= self.cache_entries:
+            cache.pop(next(iter(cache)))
+        cache[key] = answer
+
+    async def _presigned(self, entry: IssuerEntry, serial: int) -> Answer | None:
+        """The SHA-1 answer from cache or Redis; None if Redis has none.
+        Raises RedisUnavailable when Redis cannot say and no current copy is cached."""
+        key = (entry.id, serial, HashAlgorithm.SHA1)
+        now = self._time()
+        if self._subscribed:
+            hit = self._cache.get(key)
+            if hit is not None and hit.next_update > now:
+                return hit
+        generation = self._generation
+        try:
+            self.stats["redis_gets"] += 1
+            value = await self.fast.get(store.response_key(entry.id, serial))
+        except RedisUnavailable:
+            stale = self._cache.get(key)
+            if stale is not None and stale.next_update > self._time():
+                return stale  # Redis is down: nothing newer can be published either
+            raise
+        if value is None:
+            return None
+        try:
+            stored = store.unpack(value)
+        except ValueError:
+            _log.error("unreadable response in Redis for issuer %s serial %X", entry.name, serial)
+            return None
+        if stored.next_update <= self._time():
+            return None
+        answer = _answer(stored.der, stored.this_update, stored.next_update)
+        self._remember(key, answer, generation)
+        return answer
+
+    async def _issuer_filled(self, issuer_id: int) -> bool:
+        """Whether Redis holds every response of the issuer (memoised for a second)."""
+        now = time.monotonic()
+        known = self._filled.get(issuer_id)
+        if known is not None and now - known[1] < 1.0:
+            return known[0]
+        filled = await self.fast.exists(store.filled_key(issuer_id))
+        self._filled[issuer_id] = (filled, now)
+        return filled
+
+    def _try_live(self) -> bool:
+        if self._live >= self.live_signing_limit:
+            self.stats["shed"] += 1
+            return False
+        return True
+
+    async def _sign_live(self, signer: ResponseSigner, serial: int, status: SingleStatus, this_update: int,
+                         next_update: int, alg: HashAlgorithm, nonce: bytes | None, extended: bool) -> bytes:
+        self._live += 1
+        try:
+            self.stats["live_signed"] += 1
+            # In a thread: an RSA signature would otherwise stall every connection.
+            return await asyncio.to_thread(
+                signer.sign, serial, status, this_update=this_update, next_update=next_update,
+                hash_algorithm=alg, nonce=nonce, extended_revoked=extended,
+            )  # fmt: skip
+        finally:
+            self._live -= 1
+
+    async def answer(self, query: OCSPQuery) -> Answer:
+        """The answer to one query; never raises for any query."""
+        hit = self.cached(query)
+        if hit is not None:
+            return hit
+        cid = query.cert_id
+        entry = self.issuers.get((cid.hash_algorithm, cid.issuer_name_hash, cid.issuer_key_hash))  # type: ignore[arg-type]
+        if entry is None or cid.hash_algorithm is None:
+            return _UNAUTHORIZED
+        alg = cid.hash_algorithm
+        try:
+            base = await self._presigned(entry, cid.serial) if cid.serial > 0 else None
+            if base is None:
+                return await self._never_issued(entry, cid.serial, alg)
+        except RedisUnavailable:
+            return _TRY_LATER
+        nonce = query.nonce if self.honour_nonce else None
+        if alg is HashAlgorithm.SHA1 and nonce is None:
+            return base
+        if entry.signer is None:
+            return _TRY_LATER if nonce is None else base
+        key = (entry.id, cid.serial, alg)
+        if nonce is None and self._subscribed:
+            hit = self._cache.get(key)
+            if hit is not None and hit.next_update > self._time():
+                return hit
+        if not self._try_live():
+            # Saturated: a nonce is optional (RFC 8954 allows answering without it), a
+            # SHA-256 CertID is not.
+            return base if alg is HashAlgorithm.SHA1 else _TRY_LATER
+        generation = self._generation
+        status = _status_of(base.der)
+        der = await self._sign_live(entry.signer, cid.serial, status, base.this_update, base.next_update, alg,
+                                    nonce, False)
+        if nonce is not None:
+            return Answer(der, base.this_update, base.next_update, None)
+        answer = _answer(der, base.this_update, base.next_update)
+        self._remember(key, answer, generation)
+        return answer
+
+    async def _never_issued(self, entry: IssuerEntry, serial: int, alg: HashAlgorithm) -> Answer:
+        if not await self._issuer_filled(entry.id):
+            return _TRY_LATER  # Redis is being (re)filled: we cannot tell "never issued" yet
+        if self.unknown_serial is UnknownSerialPolicy.UNAUTHORIZED or entry.signer is None:
+            return _UNAUTHORIZED
+        if not self._try_live():
+            return _TRY_LATER
+        now = int(self._time())
+        der = await self._sign_live(
+            entry.signer, serial, SingleStatus(True, EXTENDED_REVOKE_TIME, 6), now, now + 3600, alg, None, True
+        )
+        return _answer(der, now, now + 3600)
+
+
+def _status_of(der: bytes) -> SingleStatus:
+    """The status a pre-signed response states (our own bytes, so they parse)."""
+    resp = cocsp.load_der_ocsp_response(der)
+    if resp.certificate_status is cocsp.OCSPCertStatus.GOOD:
+        return SingleStatus.good()
+    revoked_at = resp.revocation_time_utc
+    assert revoked_at is not None
+    reason = resp.revocation_reason
+    code = None if reason is None else _REASON_CODES[reason]
+    return SingleStatus(True, int(revoked_at.timestamp()), code)
+
+
+_REASON_CODES = {
+    x509.ReasonFlags.unspecified: 0, x509.ReasonFlags.key_compromise: 1, x509.ReasonFlags.ca_compromise: 2,
+    x509.ReasonFlags.affiliation_changed: 3, x509.ReasonFlags.superseded: 4,
+    x509.ReasonFlags.cessation_of_operation: 5, x509.ReasonFlags.certificate_hold: 6,
+    x509.ReasonFlags.remove_from_crl: 8, x509.ReasonFlags.privilege_withdrawn: 9, x509.ReasonFlags.aa_compromise: 10,
+}  # fmt: skip
