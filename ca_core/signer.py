@@ -206,24 +206,35 @@ class Signer:
     async def outbox_loop(self) -> None:
         """Process events as they are committed (LISTEN), polling as a fallback."""
         listener: asyncpg.Connection | None = None
-        while True:
-            try:
-                if listener is None or listener.is_closed():
-                    listener = await self.pool.acquire()
-                    await listener.add_listener(db.OUTBOX_CHANNEL, self.wake)
-                while await self.process_outbox():
-                    pass
-            except (StorageError, RedisError, OSError, asyncpg.PostgresError) as e:
-                _log.warning("outbox: %s; retrying", e)
-                if listener is not None:
-                    with contextlib.suppress(Exception):
-                        await self.pool.release(listener)
-                    listener = None
-                await asyncio.sleep(0.5)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    if listener is None or listener.is_closed():
+                        listener = await self.pool.acquire()
+                        await listener.add_listener(db.OUTBOX_CHANNEL, self.wake)
+                    while await self.process_outbox():
+                        pass
+                except (StorageError, RedisError, OSError, asyncpg.PostgresError) as e:
+                    _log.warning("outbox: %s; retrying", e)
+                    if listener is not None:
+                        await self._release(listener)
+                        listener = None
+                    await asyncio.sleep(0.5)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll)
+                self._wake.clear()
+        finally:
+            if listener is not None:
+                # Shielded: this runs on cancellation, and the pool waits for every
+                # connection to come back before it closes.
+                await asyncio.shield(self._release(listener))
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.remove_listener(db.OUTBOX_CHANNEL, self.wake)
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
 
     # Sweep ------------------------------------------------------------------------
 

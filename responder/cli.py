@@ -134,6 +134,7 @@ def _with_storage(fn: AsyncCommand) -> Callable[[Config, argparse.Namespace], in
 
     def command(cfg: Config, args: argparse.Namespace) -> int:
         with endpoints(cfg) as ep:
+            args.endpoints = ep
 
             async def main(lifetime: server.Lifetime) -> int:
                 async with open_storage(ep, cfg) as storage:
@@ -439,13 +440,27 @@ def _print_endpoints(cfg: Config, ep: Endpoints) -> None:
 
 
 async def cmd_serve(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .app import build_public_app
+    from .public import public_server, serve_workers
 
-    app = build_public_app(storage.pool, storage.redis)
-    async with server.serving(app, cfg.public_host, cfg.public_port):
+    ep = args.endpoints
+    if cfg.workers > 1:
+        await serve_workers(cfg, ep, lifetime, workers=cfg.workers)
+        return EXIT_OK
+    async with public_server(cfg, storage, ep.redis_url):
         print(f"public responder on http://{cfg.public_host}:{cfg.public_port} (Ctrl-C stops it)", flush=True)
         await lifetime.wait()
     return EXIT_OK
+
+
+async def cmd_signer(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
+    from .signer_cmd import run_signer
+
+    if args.processes < 1 or args.processes > 64:
+        raise ConfigurationError("--processes must be between 1 and 64")
+    return await run_signer(
+        cfg, args.endpoints, storage, lifetime, processes=args.processes, once=args.once, do_refill=args.refill,
+        quiet=args.quiet,
+    )
 
 
 def cmd_demo(cfg: Config, args: argparse.Namespace) -> int:
@@ -525,9 +540,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-port", type=int, help="public responder port (default 8080)")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then exit instead of serving")
 
-    p = add("serve", "run the public responder (health, readiness, CA certificates)", _with_storage(cmd_serve))
+    p = add(
+        "serve", "run the public responder: OCSP, CA certificates, health", _with_storage(cmd_serve),
+        description=(
+            "Serve OCSP (GET /ocsp/<base64>, POST /ocsp), /ca/<issuer>.crt, /healthz and /readyz on the\n"
+            "public port. Answers come from the responses the signer keeps in Redis ('certstatus signer'\n"
+            "must run somewhere); without it every query is answered tryLater. With --workers N, N\n"
+            "processes share the port (one per core is the usual choice). The key passphrase is needed\n"
+            "for SHA-256 CertIDs, nonces and extended-revoked answers, which are signed live."
+        ),
+    )
     p.add_argument("--public-port", type=int, help="port (default 8080, or CERTSTATUS_PUBLIC_PORT)")
     p.add_argument("--public-host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the port (default 1, or CERTSTATUS_WORKERS)")
+
+    p = add(
+        "signer", "keep a signed OCSP response for every certificate in Redis", _with_storage(cmd_signer),
+        description=(
+            "Sign an OCSP response for every certificate of every issuer with its delegated OCSP key\n"
+            "and keep them in Redis: status changes are re-signed as soon as they commit (outbox), and\n"
+            "everything is re-signed before half its validity (CERTSTATUS_OCSP_VALIDITY_HOURS, default\n"
+            "96) has passed. Several signers (--processes, or on several machines) share the work\n"
+            "without signing anything twice. The first run fills Redis, with a progress line."
+        ),
+    )
+    p.add_argument("--processes", type=int, default=1, metavar="N", help="signer processes (default 1; 2 uses both cores)")
+    p.add_argument("--once", action="store_true", help="sign what is due now (e.g. a first fill), then exit")
+    p.add_argument("--refill", action="store_true", help="make every response due now: re-sign everything")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
 
     ca = sub.add_parser("ca", help="create and manage the CA hierarchy").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
     p = add(
@@ -642,7 +682,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["data_dir"] = args.data_dir
     if getattr(args, "partitions", None) is not None:
         out["crl_partitions"] = args.partitions
-    for name in ("public_port", "public_host", "root_key_type", "issuer_key_type", "ocsp_key_type"):
+    for name in ("workers", "public_port", "public_host", "root_key_type", "issuer_key_type", "ocsp_key_type"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value

@@ -10,6 +10,8 @@ everything it made before.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -33,9 +35,10 @@ from ca_core.profiles import HolderSubject
 from ca_core.storage import postgres as db
 
 from . import server
-from .app import build_public_app
 from .config import Config
+from .public import public_server
 from .runtime import Endpoints, Storage, endpoints, open_storage, vault
+from .signer_cmd import make_signer, sign_due
 
 __all__ = ["export_ca_files", "run_demo"]
 
@@ -150,6 +153,14 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
     revoked = next(m for m in manifest if m["role"] == "revoked")
     suspended = next(m for m in manifest if m["role"] == "suspended")
     issuer = first["issuer"]
+
+    def ocsp_args(m: dict[str, Any]) -> str:
+        i = m["issuer"]
+        return (
+            f"-issuer {q(d + '/' + i + '.pem')} -cert {q(d + '/' + m['certificate'])} -url {base}/ocsp -no_nonce "
+            f"-CAfile {q(d + '/root.pem')} -verify_other {q(d + '/' + i + '.pem')}"
+        )
+
     env = f"export CERTSTATUS_DATA_DIR={q(str(cfg.data_dir))} CERTSTATUS_KEY_PASSPHRASE_FILE={q(str(passphrase_file))}"
     lines = [
         "# certstatus demo: commands that work against this demo",
@@ -171,6 +182,18 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
         f"curl -s {base}/healthz",
         f"curl -s {base}/readyz",
         f"curl -s {base}/ca/{issuer}.crt | openssl x509 -inform DER -noout -subject   # the AIA caIssuers URL",
+        "```",
+        "",
+        "## OCSP (the signer re-signs a status change within milliseconds)",
+        "",
+        "```sh",
+        f"openssl ocsp {ocsp_args(first)} -resp_text | grep -E 'Cert Status|Response verify'",
+        f"openssl ocsp {ocsp_args(revoked)} | grep ': revoked'",
+        f"openssl ocsp {ocsp_args(suspended)} | grep -A5 ': revoked' | grep 'Reason: certificateHold'",
+        f"openssl ocsp -issuer {q(d + '/' + issuer + '.pem')} -cert {q(d + '/' + first['certificate'])} -no_nonce -reqout req.der",
+        f"curl -s -o resp.der {base}/ocsp/$(base64 -w0 req.der | sed 's/+/%2B/g; s,/,%2F,g; s/=/%3D/g')   # RFC 6960 A.1 GET",
+        f"openssl ocsp -respin resp.der -issuer {q(d + '/' + issuer + '.pem')} -cert {q(d + '/' + first['certificate'])} "
+        f"-CAfile {q(d + '/root.pem')} -verify_other {q(d + '/' + issuer + '.pem')} | grep ': good'",
         "```",
         "",
         "## The CA, from another terminal while the demo runs",
@@ -254,7 +277,8 @@ certstatus demo is ready.
   PEM files        {demo_dir}/  (root.pem, <issuer>.pem, <issuer>-chain.pem, samples + keys)
   key passphrase   {passphrase_file or 'from CERTSTATUS_KEY_PASSPHRASE'}
   cheat sheet      {sheet}
-  public responder http://{cfg.public_host}:{cfg.public_port}/healthz  (and /readyz, /ca/<issuer>.crt)
+  public responder http://{cfg.public_host}:{cfg.public_port}/ocsp  (and /ca/<issuer>.crt, /healthz, /readyz)
+  OCSP signer      running in this process
 
   sample certificates:
 {rows}
@@ -262,10 +286,19 @@ certstatus demo is ready.
     if not hold:
         print(summary, flush=True)
         return 0
-    app = build_public_app(storage.pool, storage.redis)
-    async with server.serving(app, cfg.public_host, cfg.public_port):
-        print(summary + "\nCtrl-C stops everything.", flush=True)
-        await lifetime.wait()
+    signer = make_signer(cfg, storage)
+    await signer.load_issuers()
+    # The first fill (a few hundred responses) before serving, so the first query is answered.
+    await sign_due(signer)
+    signing = asyncio.create_task(signer.run(), name="ocsp-signer")
+    try:
+        async with public_server(cfg, storage, ep.redis_url):
+            print(summary + "\nCtrl-C stops everything.", flush=True)
+            await lifetime.wait()
+    finally:
+        signing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await signing
     say("stopping ...")
     return 0
 

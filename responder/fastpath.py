@@ -229,8 +229,8 @@ class PublicProtocol(asyncio.Protocol):
     # asyncio callbacks -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = transport  # type: ignore[assignment]
         self.fp.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+import uvloop
 
 from ca_core.clock import FakeClock
 from ca_core.keystore import KeyVault, Passphrase
@@ -38,6 +39,11 @@ _TABLES = (
     "ocsp_sweep", "ocsp_fill", "idempotency_keys", "audit_log", "outbox", "crl_numbers", "ocsp_signers",
     "certificates", "issuers", "sealed_keys",
 )
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], object]]:
+    """Tests run on uvloop, as production does (its transports differ from asyncio's)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

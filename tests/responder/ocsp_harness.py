@@ -12,12 +12,12 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import aiohttp
-from multidict import CIMultiDict
 import asyncpg
 import redis.asyncio as aioredis
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp as cocsp
+from multidict import CIMultiDict
 
 from ca_core.clock import FakeClock
 from ca_core.keystore import KeyVault

@@ -1,0 +1,141 @@
+"""``certstatus signer``: run the OCSP signer, in one process or several.
+
+With ``--processes N`` the command starts N signer processes that share the work through
+PostgreSQL leases (nothing is signed twice) and shows their combined progress.
+``--once`` signs whatever is due (a first fill, a refill) and exits: handy after a bulk
+load and in scripts. ``--refill`` makes every response due now (re-sign everything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import multiprocessing
+import time
+from typing import Any
+
+from ca_core.clock import SystemClock
+from ca_core.signer import Signer, SignerSettings
+from ca_core.storage import postgres as db
+
+from . import server
+from .config import Config, configure_logging
+from .progress import Progress
+from .public import _die_with_parent
+from .runtime import Endpoints, Storage, open_storage, vault
+
+__all__ = ["make_signer", "run_signer", "signer_settings"]
+
+
+def signer_settings(cfg: Config) -> SignerSettings:
+    return SignerSettings(validity=dt.timedelta(hours=cfg.ocsp_validity_hours), batch_size=cfg.signer_batch_size)
+
+
+def make_signer(cfg: Config, storage: Storage, on_signed: Any = None) -> Signer:
+    return Signer(storage.pool, storage.redis, vault(cfg), SystemClock(), signer_settings(cfg), on_signed=on_signed)
+
+
+async def refill(storage: Storage) -> None:
+    """Make every issuer's responses due now (the next sweep re-signs everything)."""
+    now = SystemClock().now()
+    async with storage.pool.acquire() as conn, conn.transaction():
+        await conn.execute("UPDATE ocsp_sweep SET due_at = $1, cursor = NULL, pass_started_at = NULL", now)
+
+
+async def sign_due(signer: Signer) -> int:
+    """Sign everything due now and every pending event, then return (``--once``)."""
+    total = 0
+    await signer.check_fills()
+    while await signer.process_outbox():
+        pass
+    while (n := await signer.sweep_chunk()) is not None:
+        total += n
+    await signer.check_fills()
+    while await signer.process_outbox():
+        pass
+    return total
+
+
+def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, once: bool) -> None:
+    _die_with_parent()
+    configure_logging(cfg)
+    server.install_interrupt_handlers()
+
+    def count(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+
+    async def main(lifetime: server.Lifetime) -> None:
+        async with open_storage(Endpoints(database_url, redis_url, None), cfg, migrate=False) as storage:
+            signer = make_signer(cfg, storage, count)
+            await signer.load_issuers()
+            if once:
+                await sign_due(signer)
+                return
+            task = asyncio.create_task(signer.run())
+            await lifetime.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with contextlib.suppress(server.Interrupted, KeyboardInterrupt):
+        server.run(main)
+
+
+async def run_signer(
+    cfg: Config, ep: Endpoints, storage: Storage, lifetime: server.Lifetime, *, processes: int, once: bool,
+    do_refill: bool, quiet: bool = False,
+) -> int:
+    if do_refill:
+        await refill(storage)
+    async with storage.pool.acquire() as conn:
+        ids = [i.id for i in await db.list_issuers(conn)]
+        total = await db.count_certificates(conn, ids, SystemClock().now() - SignerSettings().expired_grace)
+    progress = None if quiet else Progress("signing OCSP responses", total)
+    if processes == 1:
+        signer = make_signer(cfg, storage, progress.update if progress else None)
+        await signer.load_issuers()
+        if once:
+            await sign_due(signer)
+        else:
+            task = asyncio.create_task(signer.run())
+            await lifetime.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if progress:
+            progress.close()
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    procs = [
+        ctx.Process(target=_signer_entry, args=(cfg, ep.database_url, ep.redis_url, counter, once), name=f"signer-{i}")
+        for i in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    stop = asyncio.ensure_future(lifetime.wait())
+    try:
+        while any(p.is_alive() for p in procs) and not stop.done():
+            if progress:
+                progress.set(counter.value)
+            await asyncio.wait([stop], timeout=0.2)
+    finally:
+        stop.cancel()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + 10
+        for p in procs:
+            await asyncio.to_thread(p.join, max(0.1, deadline - time.monotonic()))
+    if progress:
+        progress.set(counter.value)
+        progress.close()
+    if once:
+        # The fills' markers: each child checked them after its own sweep, but the last
+        # chunk may have been finished by another; one more check settles it.
+        signer = make_signer(cfg, storage)
+        await signer.load_issuers()
+        await signer.check_fills()
+    return 0
