@@ -874,3 +874,21 @@ async def count_certificates(conn: asyncpg.Connection, issuer_ids: Sequence[int]
             expired_before,
         )
     )
+
+
+CERTIFICATE_COPY_COLUMNS = (
+    "issuer_id", "serial", "profile", "subject", "holder_id", "not_before", "not_after", "status",
+    "revoked_at", "reason", "invalidity_date", "crl_partition", "der", "issued_at", "updated_at",
+)  # fmt: skip
+
+
+async def copy_certificates(conn: asyncpg.Connection, records: Sequence[tuple[Any, ...]]) -> int:
+    """Bulk-load certificate rows with COPY (dataset loads and benchmarks, not issuance:
+    no outbox events or audit rows are written; run ``certstatus signer --refill`` after).
+
+    Each record has the values of :data:`CERTIFICATE_COPY_COLUMNS`, in that order, with
+    serials as bytes (minimal big-endian) and status as text.
+    """
+    with storage_errors("bulk-loading certificates"):
+        await conn.copy_records_to_table("certificates", records=records, columns=list(CERTIFICATE_COPY_COLUMNS))
+    return len(records)
