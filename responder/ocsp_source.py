@@ -139,7 +139,6 @@ class OCSPSource:
         self._cache: dict[tuple[int, int, HashAlgorithm], Answer] = {}
         self._subscribed = False
         self._generation = 0  # bumped by every invalidation; guards in-flight fills
-        self._filled: dict[int, tuple[bool, float]] = {}
         self._live = 0
         self.stats = {"cache_hits": 0, "redis_gets": 0, "live_signed": 0, "shed": 0, "invalidations": 0}
 
@@ -182,7 +181,6 @@ class OCSPSource:
     def _drop_all(self) -> None:
         self._generation += 1
         self._cache.clear()
-        self._filled.clear()
 
     async def follow_changes(self) -> None:
         """Subscribe to the change channel until cancelled, resubscribing after failures."""
@@ -281,14 +279,10 @@ class OCSPSource:
         return answer
 
     async def _issuer_filled(self, issuer_id: int) -> bool:
-        """Whether Redis holds every response of the issuer (memoised for a second)."""
-        now = time.monotonic()
-        known = self._filled.get(issuer_id)
-        if known is not None and now - known[1] < 1.0:
-            return known[0]
-        filled = await self.fast.exists(store.filled_key(issuer_id))
-        self._filled[issuer_id] = (filled, now)
-        return filled
+        """Whether Redis holds every response of the issuer. Asked afresh on every miss
+        (misses are rare: never-issued serials, or a refill under way): a remembered
+        "filled" could outlive a flush and turn an issued certificate into "unauthorized"."""
+        return await self.fast.exists(store.filled_key(issuer_id))
 
     def _try_live(self) -> bool:
         if self._live >= self.live_signing_limit:
