@@ -82,7 +82,7 @@ class FastRedis:
     """
 
     def __init__(self, url: str, *, timeout: float = 0.5, retry_interval: float = 0.25) -> None:
-        self._params: dict[str, Any] = parse_url(url)
+        self._params: dict[str, Any] = dict(parse_url(url))
         self.timeout = timeout
         self.retry_interval = retry_interval
         self._proto: _Protocol | None = None
@@ -185,8 +185,8 @@ class FastRedis:
 
     async def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None; raises RedisUnavailable."""
-        result = await self._send(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
-        return result  # type: ignore[no-any-return]
+        result: bytes | None = await self._send(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+        return result
 
     async def exists(self, key: bytes) -> bool:
         return bool(await self._send(_command(b"EXISTS", key)))

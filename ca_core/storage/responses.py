@@ -111,9 +111,9 @@ if #cur == 8 then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
-if ARGV[3] == '1' then redis.call('PUBLISH', '%s', KEYS[1]) end
+if ARGV[3] == '1' then redis.call('PUBLISH', 'CHANNEL', KEYS[1]) end
 return 1
-""" % CHANGED_CHANNEL
+""".replace("CHANNEL", CHANGED_CHANNEL)
 
 
 class _Script:
