@@ -109,6 +109,10 @@ class HashAlgorithm(enum.Enum):
     SHA1 = ("sha1", "1.3.14.3.2.26")
     SHA256 = ("sha256", "2.16.840.1.101.3.4.2.1")
 
+    # Members are singletons: identity hashing is correct, and much cheaper than Enum's
+    # Python-level __hash__ on the responder's per-request dictionary look-ups.
+    __hash__ = object.__hash__
+
     def __init__(self, hashlib_name: str, dotted: str) -> None:
         self.hashlib_name = hashlib_name
         self.oid_der = _oid(dotted)

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import email.utils
 import enum
 import hashlib
 import logging
@@ -82,6 +83,8 @@ class Answer:
     this_update: int = 0
     next_update: int = 0
     etag: bytes | None = None
+    #: ETag, Last-Modified and Expires header lines, rendered once per answer.
+    static_headers: bytes = b""
 
     @property
     def signed(self) -> bool:
@@ -92,9 +95,16 @@ _UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
 _TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
 
 
+def _http_date(t: int) -> bytes:
+    return email.utils.formatdate(t, usegmt=True).encode()
+
+
 def _answer(der: bytes, this_update: int, next_update: int) -> Answer:
     etag = b'"' + hashlib.blake2b(der, digest_size=16).hexdigest().encode() + b'"'
-    return Answer(der, this_update, next_update, etag)
+    static = b"ETag: %s\r\nLast-Modified: %s\r\nExpires: %s\r\n" % (
+        etag, _http_date(this_update), _http_date(next_update)
+    )
+    return Answer(der, this_update, next_update, etag, static)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
