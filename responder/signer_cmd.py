@@ -72,6 +72,7 @@ def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, 
             await signer.load_issuers()
             if once:
                 await sign_due(signer)
+                await signer.aclose()
                 return
             task = asyncio.create_task(signer.run())
             await lifetime.wait()
@@ -98,6 +99,7 @@ async def run_signer(
         await signer.load_issuers()
         if once:
             await sign_due(signer)
+            await signer.aclose()
         else:
             task = asyncio.create_task(signer.run())
             await lifetime.wait()
@@ -138,4 +140,5 @@ async def run_signer(
         signer = make_signer(cfg, storage)
         await signer.load_issuers()
         await signer.check_fills()
+        await signer.aclose()
     return 0

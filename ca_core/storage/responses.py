@@ -39,12 +39,14 @@ Cluster's slots.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 from collections.abc import Sequence
 from typing import Final
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+import hiredis
+
+from .fastredis import FastRedis, RedisUnavailable, command
 
 __all__ = [
     "CHANGED_CHANNEL",
@@ -116,47 +118,43 @@ return 1
 """.replace("CHANNEL", CHANGED_CHANNEL)
 
 
-class _Script:
-    """EVALSHA with a reload when the server lost its script cache (restart, flush)."""
-
-    def __init__(self, source: str) -> None:
-        import hashlib
-
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def load(self, client: aioredis.Redis) -> None:
-        await client.script_load(self.source)
-
-
-_WRITE_SCRIPT: Final = _Script(_WRITE_SOURCE)
+_WRITE_SHA: Final = hashlib.sha1(_WRITE_SOURCE.encode()).hexdigest().encode()  # noqa: S324 - EVALSHA names scripts by SHA-1
+_PUBLISH_FLAG: Final = {True: b"1", False: b"0"}
 
 
 async def write_responses(
-    client: aioredis.Redis,
+    client: FastRedis,
     items: Sequence[tuple[bytes, bytes, int]],
     *,
     publish: bool,
 ) -> int:
-    """Write (key, packed value, expire-at ms) triples in one pipeline, each only if it is
-    not older than what Redis holds. Returns how many were written.
+    """Write (key, packed value, expire-at ms) triples in one round trip, each only if it
+    is not older than what Redis holds. Returns how many were written.
 
-    Raises the client's error if Redis fails; nothing is then known to be written, and the
-    caller must not mark the work done.
+    Raises :class:`RedisUnavailable` if Redis fails or refuses; nothing is then known to
+    be written, and the caller must not mark the work done.
     """
     if not items:
         return 0
-    flag = "1" if publish else "0"
+    flag = _PUBLISH_FLAG[publish]
+    # RESP by hand: this runs once per signed response, next to the signature itself.
+    head = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n" + _WRITE_SHA + b"\r\n$1\r\n1\r\n"
+    tail = b"$1\r\n" + flag + b"\r\n"
+    commands = []
+    for key, value, expire_ms in items:
+        expiry = b"%d" % expire_ms
+        commands.append(
+            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
+            % (head, len(key), key, len(value), value, len(expiry), expiry, tail)
+        )
     for attempt in (1, 2):
-        pipe = client.pipeline(transaction=False)
-        for key, value, expire_ms in items:
-            pipe.evalsha(_WRITE_SCRIPT.sha, 1, key, value, expire_ms, flag)
-        try:
-            results = await pipe.execute(raise_on_error=True)
-        except NoScriptError:
-            if attempt == 2:
-                raise
-            await _WRITE_SCRIPT.load(client)
+        replies = await client.batch(commands)
+        errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
+        if not errors:
+            return sum(1 for r in replies if r == 1)
+        if attempt == 1 and all(str(e).startswith("NOSCRIPT") for e in errors):
+            # The server lost its script cache (restart, SCRIPT FLUSH): load and redo.
+            await client.batch([command(b"SCRIPT", b"LOAD", _WRITE_SOURCE.encode())])
             continue
-        return sum(1 for r in results if r == 1)
+        raise RedisUnavailable(f"Redis refused a response write: {errors[0]}")
     raise AssertionError("unreachable")

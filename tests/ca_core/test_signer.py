@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -45,11 +46,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def signer(pool: asyncpg.Pool, redis_client: aioredis.Redis, vault: KeyVault, clock: FakeClock, pki: object) -> Signer:
+async def signer(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, vault: KeyVault, clock: FakeClock, pki: object
+) -> AsyncIterator[Signer]:
     s = Signer(pool, redis_client, vault, clock, SignerSettings(batch_size=3))
     await s.load_issuers()
     await drain(s)  # the PKI's own certificates (issuing CAs, OCSP signers)
-    return s
+    yield s
+    await s.aclose()
 
 
 async def drain(signer: Signer) -> int:
@@ -94,7 +98,7 @@ async def test_an_older_version_never_overwrites_a_newer_one(signer: Signer, ca:
     await drain(signer)
     # A slow sweep that read the row before the suspension finishes last: refused.
     stale = signer.sign_rows([old_row], clock.now())
-    assert await store.write_responses(redis_client, stale, publish=False) == 0
+    assert await store.write_responses(signer.fast, stale, publish=False) == 0
     resp = await stored(redis_client, pool, record)
     assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.REVOKED
 

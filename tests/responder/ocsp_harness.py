@@ -111,7 +111,10 @@ async def start_responder(
             import asyncio
 
             await asyncio.sleep(0.01)
-        yield Responder(f"http://127.0.0.1:{srv.port}", srv, signer, ca, pool, redis, http, certs)
+        try:
+            yield Responder(f"http://127.0.0.1:{srv.port}", srv, signer, ca, pool, redis, http, certs)
+        finally:
+            await signer.aclose()
 
 
 def now_clock() -> FakeClock:
