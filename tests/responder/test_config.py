@@ -84,6 +84,13 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS", "7", "ocsp_signer_validity_days", 7),
     ("CERTSTATUS_DB_POOL_SIZE", "25", "db_pool_size", 25),
     ("CERTSTATUS_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("CERTSTATUS_WORKERS", "2", "workers", 2),
+    ("CERTSTATUS_OCSP_VALIDITY_HOURS", "48", "ocsp_validity_hours", 48),
+    ("CERTSTATUS_OCSP_NONCE", "sign", "ocsp_nonce", "sign"),
+    ("CERTSTATUS_OCSP_UNKNOWN_SERIAL", "revoked", "ocsp_unknown_serial", "revoked"),
+    ("CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT", "4", "ocsp_live_signing_limit", 4),
+    ("CERTSTATUS_OCSP_CACHE_ENTRIES", "1000", "ocsp_cache_entries", 1000),
+    ("CERTSTATUS_SIGNER_BATCH_SIZE", "250", "signer_batch_size", 250),
 ]
 
 
@@ -231,6 +238,12 @@ ENV_ERRORS: list[tuple[str, dict[str, str], list[str]]] = [
     ("validity-zero", {"CERTSTATUS_CERT_VALIDITY_DAYS": "0"}, ["CERTSTATUS_CERT_VALIDITY_DAYS=0", "between 1 and 7320"]),
     ("ocsp-validity-too-long", {"CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS": "400"}, ["CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS=400", "between 1 and 366"]),
     ("empty-host", {"CERTSTATUS_PUBLIC_HOST": "   "}, ["CERTSTATUS_PUBLIC_HOST", "must not be empty"]),
+    ("workers-zero", {"CERTSTATUS_WORKERS": "0"}, ["CERTSTATUS_WORKERS=0", "between 1 and 64"]),
+    ("ocsp-validity-hours-too-long", {"CERTSTATUS_OCSP_VALIDITY_HOURS": "241"}, ["CERTSTATUS_OCSP_VALIDITY_HOURS=241", "10 days"]),
+    ("bad-nonce-mode", {"CERTSTATUS_OCSP_NONCE": "maybe"}, ["CERTSTATUS_OCSP_NONCE", "'ignore' or 'sign'"]),
+    ("bad-unknown-serial", {"CERTSTATUS_OCSP_UNKNOWN_SERIAL": "good"}, ["CERTSTATUS_OCSP_UNKNOWN_SERIAL", "'unauthorized' or 'revoked'"]),
+    ("negative-live-limit", {"CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT": "-1"}, ["CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT=-1", "between 0 and 1024"]),
+    ("batch-zero", {"CERTSTATUS_SIGNER_BATCH_SIZE": "0"}, ["CERTSTATUS_SIGNER_BATCH_SIZE=0", "between 1 and 10000"]),
     ("redis-bad-scheme", {"REDIS_URL": "http://cache.internal:6379"}, ["REDIS_URL", "redis://, rediss:// or unix://"]),
     (
         "both-passphrase-sources",
