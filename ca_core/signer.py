@@ -359,6 +359,20 @@ class Signer:
                 elif filled:
                     await self.redis.pexpireat(filled_key, expire_ms)
 
+    async def start_refill(self) -> None:
+        """Re-sign everything now, as a new fill: the issuers' "filled" markers are removed
+        until it completes, so a serial Redis does not hold yet is ``tryLater``, not
+        ``unauthorized``. For after a bulk load (which writes no outbox events)."""
+        for issuer_id in self.issuers:
+            async with self.pool.acquire() as conn, conn.transaction():
+                state = await db.fill_state(conn, issuer_id)
+                epoch = await db.start_fill(conn, issuer_id, state.epoch, self.clock.now())
+                if epoch is not None:
+                    pipe = self.redis.pipeline(transaction=True)
+                    pipe.delete(store.filled_key(issuer_id))
+                    pipe.set(store.epoch_key(issuer_id), str(epoch))
+                    await pipe.execute()
+
     async def fill_loop(self) -> None:
         while True:
             try:

@@ -36,13 +36,6 @@ def make_signer(cfg: Config, storage: Storage, on_signed: Any = None) -> Signer:
     return Signer(storage.pool, storage.redis, vault(cfg), SystemClock(), signer_settings(cfg), on_signed=on_signed)
 
 
-async def refill(storage: Storage) -> None:
-    """Make every issuer's responses due now (the next sweep re-signs everything)."""
-    now = SystemClock().now()
-    async with storage.pool.acquire() as conn, conn.transaction():
-        await conn.execute("UPDATE ocsp_sweep SET due_at = $1, cursor = NULL, pass_started_at = NULL", now)
-
-
 async def sign_due(signer: Signer) -> int:
     """Sign everything due now and every pending event, then return (``--once``)."""
     total = 0
@@ -89,7 +82,12 @@ async def run_signer(
     do_refill: bool, quiet: bool = False,
 ) -> int:
     if do_refill:
-        await refill(storage)
+        # A new fill for every issuer: everything is due now, and unknown serials are
+        # tryLater (not unauthorized) until every chunk has been signed again.
+        refiller = make_signer(cfg, storage)
+        await refiller.load_issuers()
+        await refiller.start_refill()
+        await refiller.aclose()
     async with storage.pool.acquire() as conn:
         ids = [i.id for i in await db.list_issuers(conn)]
         total = await db.count_certificates(conn, ids, SystemClock().now() - SignerSettings().expired_grace)

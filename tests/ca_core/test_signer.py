@@ -127,3 +127,32 @@ async def test_sweep_fills_everything_and_sets_the_marker(signer: Signer, ca: Ce
         assert await redis_client.exists(store.filled_key(issuer_id))
     for r in records:
         assert await stored(redis_client, pool, r) is not None
+
+
+async def test_refill_after_a_bulk_load_signs_the_new_rows_and_hides_the_marker_meanwhile(
+    signer: Signer, pool: asyncpg.Pool, redis_client: aioredis.Redis, clock: FakeClock
+) -> None:
+    await signer.check_fills()
+    await sweep_all(signer)
+    await signer.check_fills()
+    (moica_id,) = [i for i, s in signer.issuers.items() if s.issuer.name == "moica"]
+    assert await redis_client.exists(store.filled_key(moica_id))
+
+    now = clock.now()
+    serials = [0x3A00_0000_0000_0000_0000_0000_0000_0000 + i for i in range(5)]
+    async with pool.acquire() as conn:
+        await db.copy_certificates(conn, [
+            (moica_id, s.to_bytes(16, "big"), "citizen-signing", "CN=bulk", None, now, now + dt.timedelta(days=365),
+             "good", None, None, None, s % 4, b"not a certificate", now, now)
+            for s in serials
+        ])  # fmt: skip
+    await signer.start_refill()
+    # Until the refill completes, a miss must not be read as "never issued".
+    assert not await redis_client.exists(store.filled_key(moica_id))
+    await sweep_all(signer)
+    await signer.check_fills()
+    assert await redis_client.exists(store.filled_key(moica_id))
+    for s in serials:
+        value = await redis_client.get(store.response_key(moica_id, s))
+        assert value is not None
+        assert cocsp.load_der_ocsp_response(store.unpack(value).der).serial_number == s
