@@ -69,9 +69,15 @@ def tlv(tag: int, body: bytes) -> bytes:
     return bytes((tag,)) + _len(len(body)) + body
 
 
+def _integer_octets(value: int) -> bytes:
+    """Minimal two's complement (X.690 8.3.2): -128 is 80, not ff80; 128 is 0080."""
+    magnitude = value if value >= 0 else ~value
+    return value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
+
+
 def der_integer(value: int) -> bytes:
-    """An INTEGER in minimal two's complement (serials are non-negative)."""
-    return tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+    """An INTEGER in minimal two's complement (requests may carry any serial, even negative)."""
+    return tlv(0x02, _integer_octets(value))
 
 
 def generalized_time(epoch_seconds: int) -> bytes:
@@ -449,7 +455,7 @@ class ResponseSigner:
         else:
             cert_status = _CERT_STATUS_GOOD
         this = self._time(this_update)
-        serial_der = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+        serial_der = _integer_octets(serial)
         cid = self._cert_id_prefix[hash_algorithm] + b"\x02" + L[len(serial_der)] + serial_der
         single = b"\x30" + L[len(cid)] + cid + cert_status + this + self._next_update(next_update)
         single = b"\x30" + L[len(single)] + single

@@ -213,8 +213,11 @@ class OCSPSource:
             except (RedisError, OSError) as e:
                 if self._subscribed:
                     _log.warning("lost the OCSP change subscription (%s); cache off until it is back", e)
+                # The cache is kept, but no longer trusted for hits: it only stands in
+                # when Redis cannot answer at all (then nothing newer can be published
+                # either). It is emptied when the subscription is back.
                 self._subscribed = False
-                self._drop_all()
+                self._generation += 1
                 await asyncio.sleep(0.25)
             finally:
                 self._subscribed = False
@@ -250,8 +253,11 @@ class OCSPSource:
         return None
 
     def _remember(self, key: tuple[int, int, HashAlgorithm], answer: Answer, generation: int) -> None:
-        if not self._subscribed or generation != self._generation:
-            return  # a change may have raced this fill: don't keep it
+        # Kept even while unsubscribed (a fresh read from Redis is the truth, and it is the
+        # copy to fall back on if Redis goes away), but not if a change or a lost
+        # subscription may have raced this read.
+        if generation != self._generation:
+            return
         cache = self._cache
         if len(cache) >= self.cache_entries:
             cache.pop(next(iter(cache)))

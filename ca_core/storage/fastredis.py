@@ -44,18 +44,29 @@ def command(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
+_Pending = tuple[asyncio.Future[Any], float, list[Any] | None, int]
+
+
 class _Protocol(asyncio.Protocol):
+    """One connection. Its replies resolve only its own requests: a connection that is
+    being torn down can never hand its late replies to requests sent on the next one."""
+
     def __init__(self, owner: FastRedis) -> None:
         self.owner = owner
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        # (future, sent at, replies so far or None for a single command, replies expected)
+        self.pending: collections.deque[_Pending] = collections.deque()
+        self.dead = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self.dead:
+            return
         self.reader.feed(data)
-        pending = self.owner._pending
+        pending = self.pending
         while True:
             try:
                 reply = self.reader.gets()
@@ -102,10 +113,6 @@ class FastRedis:
         self.retry_interval = retry_interval
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
-        # (future, sent at, replies so far or None for a single command, replies expected)
-        self._pending: collections.deque[tuple[asyncio.Future[Any], float, list[Any] | None, int]] = (
-            collections.deque()
-        )
         self._last_attempt = float("-inf")
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -133,16 +140,18 @@ class FastRedis:
             _, proto = await loop.create_connection(
                 lambda: _Protocol(self), p.get("host", "localhost"), p.get("port", 6379), ssl=ctx
             )
-        setup = []
-        if p.get("password") is not None:
-            user = p.get("username")
-            auth = (b"AUTH", user.encode(), p["password"].encode()) if user else (b"AUTH", p["password"].encode())
-            setup.append(command(*auth))
-        if p.get("db"):
-            setup.append(command(b"SELECT", str(p["db"]).encode()))
-        self._proto = proto
-        for cmd in setup:
-            await self._send(cmd)
+        try:
+            if p.get("password") is not None:
+                user = p.get("username")
+                auth = (b"AUTH", user.encode(), p["password"].encode()) if user else (b"AUTH", p["password"].encode())
+                await self._send_nowait(proto, command(*auth))
+            if p.get("db"):
+                await self._send_nowait(proto, command(b"SELECT", str(p["db"]).encode()))
+        except BaseException:
+            # Timed out or refused: this connection is unusable; close it and fail
+            # whatever it still owes, so nothing is left pending on it.
+            self._fail(proto, "did not accept the connection set-up")
+            raise
         return proto
 
     async def _connection(self) -> _Protocol:
@@ -159,13 +168,18 @@ class FastRedis:
         try:
             async with asyncio.timeout(self.timeout):
                 proto = await self._open()
-        except (OSError, TimeoutError, RedisUnavailable) as e:
+        except BaseException as e:
+            # Whatever happened (refused, timed out, or this caller was cancelled), the
+            # callers waiting on this attempt must hear of it, and the next may retry.
             self._proto = None
             err = RedisUnavailable(f"cannot connect to Redis: {e or type(e).__name__}")
             self._connecting.set_exception(err)
             self._connecting.exception()  # retrieved: no "never retrieved" warning
             self._connecting = None
-            raise err from None
+            if isinstance(e, (OSError, TimeoutError, RedisUnavailable)):
+                raise err from None
+            raise
+        self._proto = proto
         self._connecting.set_result(proto)
         self._connecting = None
         if self._watchdog is None:
@@ -175,18 +189,20 @@ class FastRedis:
     def _fail(self, proto: _Protocol, why: str) -> None:
         if self._proto is proto:
             self._proto = None
+        proto.dead = True
         if proto.transport is not None:
             proto.transport.abort()
-        pending, self._pending = self._pending, collections.deque()
+        pending, proto.pending = proto.pending, collections.deque()
         for fut, *_ in pending:
             if not fut.done():
                 fut.set_exception(RedisUnavailable(f"Redis {why}"))
 
     def _check_deadlines(self) -> None:
         self._watchdog = None
-        if self._pending and time.monotonic() - self._pending[0][1] > self.timeout and self._proto is not None:
-            self._fail(self._proto, f"did not answer within {self.timeout} s")
-        if self._proto is not None or self._pending:
+        proto = self._proto
+        if proto is not None and proto.pending and time.monotonic() - proto.pending[0][1] > self.timeout:
+            self._fail(proto, f"did not answer within {self.timeout} s")
+        if self._proto is not None:
             self._watchdog = asyncio.get_running_loop().call_later(self.timeout / 2, self._check_deadlines)
 
     async def close(self) -> None:
@@ -200,7 +216,7 @@ class FastRedis:
 
     def _send_nowait(self, proto: _Protocol, cmd: bytes, batch: int = 0) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((fut, time.monotonic(), [] if batch else None, batch))
+        proto.pending.append((fut, time.monotonic(), [] if batch else None, batch))
         assert proto.transport is not None
         proto.transport.write(cmd)
         return fut
