@@ -326,6 +326,7 @@ class Signer:
         """For each issuer: start a refill if Redis lost its responses, and set or extend
         its "filled" marker when every chunk holds a current pass."""
         validity = self.settings.validity
+        run_id = (await self.redis.info("server")).get("run_id")
         for issuer_id, issuing in self.issuers.items():
             filled_key, epoch_key = store.filled_key(issuer_id), store.epoch_key(issuer_id)
             pipe = self.redis.pipeline(transaction=False)
@@ -336,13 +337,26 @@ class Signer:
                 state = await db.fill_state(conn, issuer_id)
                 now = self.clock.now()
                 lost_mid_fill = state.fill_started_at is not None and seen_epoch != str(state.epoch).encode()
-                if (state.fill_started_at is None and not filled) or lost_mid_fill:
-                    epoch = await db.start_fill(conn, issuer_id, state.epoch, now)
+                # A Redis that restarted may have loaded an older snapshot: answers of
+                # certificates changed since could be stale, and the marker a lie.
+                new_instance = run_id is not None and state.redis_run_id != run_id
+                if (state.fill_started_at is None and not filled) or lost_mid_fill or new_instance:
+                    epoch = await db.start_fill(conn, issuer_id, state.epoch, now, run_id)
                     if epoch is not None:
                         # Written before the commit: a signer that sees the new fill in
-                        # PostgreSQL also sees its epoch in Redis.
-                        await self.redis.set(epoch_key, str(epoch))
-                        _log.info("issuer %s: OCSP responses missing from Redis; full fill started",
+                        # PostgreSQL also sees its epoch in Redis. The marker goes first,
+                        # so misses are tryLater from here on.
+                        pipe = self.redis.pipeline(transaction=True)
+                        pipe.delete(filled_key)
+                        pipe.set(epoch_key, str(epoch))
+                        await pipe.execute()
+                        if new_instance and state.redis_run_id is not None:
+                            # Re-sign what an old snapshot could have wrong, before the sweep.
+                            rows = await db.changed_statuses(conn, issuer_id)
+                            for i in range(0, len(rows), self.settings.batch_size):
+                                batch = rows[i : i + self.settings.batch_size]
+                                await store.write_responses(self.fast, self.sign_rows(batch, now), publish=True)
+                        _log.info("issuer %s: OCSP responses missing or possibly stale in Redis; full fill started",
                                   issuing.issuer.name)
                     continue
                 if state.chunks_pending or state.oldest_pass_started_at is None:

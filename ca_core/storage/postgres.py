@@ -816,36 +816,43 @@ class FillState:
     fill_started_at: dt.datetime | None
     chunks_pending: int
     oldest_pass_started_at: dt.datetime | None
+    redis_run_id: str | None = None
 
 
 async def fill_state(conn: asyncpg.Connection, issuer_id: int) -> FillState:
     """Whether an issuer's fill is complete: how many chunks have not finished a pass
     begun after the fill started, and when the oldest live pass began."""
     row = await conn.fetchrow(
-        """SELECT f.epoch, f.fill_started_at,
+        """SELECT f.epoch, f.fill_started_at, f.redis_run_id,
                count(*) FILTER (WHERE s.last_pass_started_at IS NULL
                                 OR (f.fill_started_at IS NOT NULL AND s.last_pass_started_at < f.fill_started_at))
                    AS pending,
                min(s.last_pass_started_at) AS oldest
            FROM ocsp_fill f JOIN ocsp_sweep s ON s.issuer_id = f.issuer_id
-           WHERE f.issuer_id = $1 GROUP BY f.epoch, f.fill_started_at""",
+           WHERE f.issuer_id = $1 GROUP BY f.epoch, f.fill_started_at, f.redis_run_id""",
         issuer_id,
     )
     if row is None:
         return FillState(issuer_id, 0, None, SWEEP_CHUNKS, None)
-    return FillState(issuer_id, row["epoch"], row["fill_started_at"], row["pending"], row["oldest"])
+    return FillState(
+        issuer_id, row["epoch"], row["fill_started_at"], row["pending"], row["oldest"], row["redis_run_id"]
+    )
 
 
-async def start_fill(conn: asyncpg.Connection, issuer_id: int, seen_epoch: int, now: dt.datetime) -> int | None:
+async def start_fill(
+    conn: asyncpg.Connection, issuer_id: int, seen_epoch: int, now: dt.datetime, redis_run_id: str | None = None
+) -> int | None:
     """Begin a new full fill of an issuer, unless another signer already began one since
     ``seen_epoch``: every chunk is due now and starts its pass from the beginning.
     Returns the new epoch, or None if someone else won."""
     epoch = await conn.fetchval(
-        """UPDATE ocsp_fill SET epoch = epoch + 1, fill_started_at = $3
+        """UPDATE ocsp_fill SET epoch = epoch + 1, fill_started_at = $3,
+               redis_run_id = COALESCE($4, redis_run_id)
            WHERE issuer_id = $1 AND epoch = $2 RETURNING epoch""",
         issuer_id,
         seen_epoch,
         now,
+        redis_run_id,
     )
     if epoch is None:
         return None
@@ -857,6 +864,17 @@ async def start_fill(conn: asyncpg.Connection, issuer_id: int, seen_epoch: int, 
         now,
     )
     return int(epoch)
+
+
+async def changed_statuses(conn: asyncpg.Connection, issuer_id: int) -> list[StatusRow]:
+    """Every certificate of an issuer whose status ever changed (listed now, or resumed):
+    the ones an old Redis snapshot could answer wrongly."""
+    rows = await conn.fetch(
+        """SELECT issuer_id, serial, status::text AS status, revoked_at, reason, updated_at
+           FROM certificates WHERE issuer_id = $1 AND (status <> 'good' OR updated_at > issued_at)""",
+        issuer_id,
+    )
+    return [_status_row(r) for r in rows]
 
 
 async def complete_fill(conn: asyncpg.Connection, issuer_id: int, epoch: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -156,3 +158,55 @@ async def test_refill_after_a_bulk_load_signs_the_new_rows_and_hides_the_marker_
         value = await redis_client.get(store.response_key(moica_id, s))
         assert value is not None
         assert cocsp.load_der_ocsp_response(store.unpack(value).der).serial_number == s
+
+
+@pytest.mark.slow
+async def test_a_redis_restarted_from_an_old_snapshot_is_repaired_before_it_can_mislead(
+    pool: asyncpg.Pool, vault: KeyVault, clock: FakeClock, ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """Valkey crashes and comes back from a snapshot taken before a revocation: the snapshot
+    says 'good'. The signer notices the new server instance, re-signs every certificate whose
+    status ever changed at once, and withdraws the marker until a full pass is done."""
+    from ca_core.storage.embedded import EmbeddedServices
+
+    services = EmbeddedServices(tmp_path / "v", postgres=False, valkey=True).start()
+    try:
+        client = aioredis.Redis.from_url(services.redis_url)
+        signer = Signer(pool, client, vault, clock, SignerSettings(batch_size=50))
+        await signer.load_issuers()
+        record = await issue(ca)
+        await drain(signer)
+        await signer.check_fills()
+        await sweep_all(signer)
+        await signer.check_fills()
+        (moica_id,) = [i for i, s in signer.issuers.items() if s.issuer.name == "moica"]
+        assert await client.exists(store.filled_key(moica_id))
+        await client.save()  # the snapshot: 'good'
+        await ca.revoke("moica", record.serial, actor="test", reason="keyCompromise")
+        await drain(signer)
+        resp = await stored(client, pool, record)
+        assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.REVOKED
+        # A crash: the server exits without saving, and comes back from the old snapshot.
+        with contextlib.suppress(Exception):
+            await client.shutdown(nosave=True)
+        await client.aclose()
+        await signer.aclose()
+        services.stop()
+        services = EmbeddedServices(tmp_path / "v", postgres=False, valkey=True).start()
+        client = aioredis.Redis.from_url(services.redis_url)
+        resp = await stored(client, pool, record)
+        assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.GOOD  # stale, as feared
+
+        signer = Signer(pool, client, vault, clock, SignerSettings(batch_size=50))
+        await signer.load_issuers()
+        await signer.check_fills()
+        resp = await stored(client, pool, record)
+        assert resp is not None and resp.certificate_status == cocsp.OCSPCertStatus.REVOKED
+        assert not await client.exists(store.filled_key(moica_id))
+        await sweep_all(signer)
+        await signer.check_fills()
+        assert await client.exists(store.filled_key(moica_id))
+        await client.aclose()
+        await signer.aclose()
+    finally:
+        services.stop()

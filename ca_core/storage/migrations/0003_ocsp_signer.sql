@@ -27,8 +27,14 @@ CREATE INDEX ocsp_sweep_due ON ocsp_sweep (due_at);
 -- Responders say "unauthorized" for a serial Redis does not hold only while Redis holds
 -- the issuer's "filled" marker, which the signer sets once every chunk has completed a
 -- pass begun after fill_started_at.
+--
+-- redis_run_id is the Redis server instance (INFO server run_id) the last fill went to:
+-- a restarted Redis may have come back from an older snapshot holding stale answers, so
+-- a new instance is treated like a flush, and every certificate whose status ever changed
+-- is re-signed first.
 CREATE TABLE ocsp_fill (
     issuer_id       smallint PRIMARY KEY REFERENCES issuers (id),
     epoch           bigint NOT NULL DEFAULT 0,
-    fill_started_at timestamptz
+    fill_started_at timestamptz,
+    redis_run_id    text
 );
