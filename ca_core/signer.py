@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 from .clock import Clock
 from .errors import CAError, StorageError
 from .keystore import KeyVault
-from .model import CertStatus, serial_to_bytes
+from .model import serial_to_bytes
 from .ocsp import HashAlgorithm, ResponseSigner, SingleStatus
 from .pki import load_ocsp_signer
 from .storage import postgres as db
@@ -102,19 +102,14 @@ async def load_issuer_signers(conn: asyncpg.Connection, vault: KeyVault, now: dt
     return out
 
 
-def _micros(t: dt.datetime) -> int:
-    return (t - _EPOCH) // _MICROSECOND
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
+_GOOD = SingleStatus.good()
 
 
 def _status_of(row: db.StatusRow) -> SingleStatus:
-    if row.status is CertStatus.GOOD:
-        return SingleStatus.good()
+    if row.status == "good":
+        return _GOOD
     assert row.revoked_at is not None
-    return SingleStatus(True, int(row.revoked_at.timestamp()), row.reason)
+    return SingleStatus(True, row.revoked_at, row.reason)
 
 
 class Signer:
@@ -169,17 +164,17 @@ class Signer:
         this_update = int(now.timestamp())
         validity = int(self.settings.validity.total_seconds())
         out = []
+        pack, key_of, sha1 = store.pack, store.response_key, HashAlgorithm.SHA1
         for row in rows:
             issuing = self.issuers.get(row.issuer_id)
             if issuing is None:
                 continue
             next_update = min(this_update + validity, issuing.signer_not_after)
             der = issuing.signer.sign(
-                row.serial, _status_of(row), this_update=this_update, next_update=next_update,
-                hash_algorithm=HashAlgorithm.SHA1,
-            )  # fmt: skip
-            value = store.pack(_micros(row.updated_at), this_update, next_update, der)
-            out.append((store.response_key(row.issuer_id, row.serial), value, next_update * 1000))
+                row.serial, _status_of(row), this_update=this_update, next_update=next_update, hash_algorithm=sha1
+            )
+            out.append((key_of(row.issuer_id, row.serial), pack(row.version, this_update, next_update, der),
+                        next_update * 1000))  # fmt: skip
         return out
 
     # Outbox -----------------------------------------------------------------------
