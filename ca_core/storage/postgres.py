@@ -762,7 +762,8 @@ async def lease_sweep_chunk(
     """Take the most overdue chunk nobody holds (or whose holder's lease ran out)."""
     row = await conn.fetchrow(
         """UPDATE ocsp_sweep s SET lease_owner = $1, lease_until = $2 + $3::interval,
-               pass_started_at = COALESCE(s.pass_started_at, $2)
+               pass_started_at = COALESCE(s.pass_started_at, $2),
+               pass_epoch = COALESCE(s.pass_epoch, (SELECT f.epoch FROM ocsp_fill f WHERE f.issuer_id = s.issuer_id))
            WHERE (s.issuer_id, s.chunk) = (
                SELECT issuer_id, chunk FROM ocsp_sweep
                WHERE due_at <= $2 AND (lease_until IS NULL OR lease_until < $2) AND issuer_id = ANY($4::smallint[])
@@ -801,7 +802,8 @@ async def finish_sweep_chunk(
 ) -> bool:
     result = await conn.execute(
         """UPDATE ocsp_sweep SET cursor = NULL, lease_owner = NULL, lease_until = NULL, due_at = $4,
-               last_pass_started_at = pass_started_at, pass_started_at = NULL, last_done_at = $5
+               last_pass_started_at = pass_started_at, pass_started_at = NULL,
+               last_pass_epoch = pass_epoch, pass_epoch = NULL, last_done_at = $5
            WHERE issuer_id = $1 AND chunk = $2 AND lease_owner = $3""",
         lease.issuer_id,
         lease.chunk,
@@ -823,12 +825,12 @@ class FillState:
 
 
 async def fill_state(conn: asyncpg.Connection, issuer_id: int) -> FillState:
-    """Whether an issuer's fill is complete: how many chunks have not finished a pass
-    begun after the fill started, and when the oldest live pass began."""
+    """Whether an issuer's fill is complete: how many chunks have not finished a pass begun
+    in the current fill epoch, and when the oldest live pass began."""
     row = await conn.fetchrow(
         """SELECT f.epoch, f.fill_started_at, f.redis_run_id,
-               count(*) FILTER (WHERE s.last_pass_started_at IS NULL
-                                OR (f.fill_started_at IS NOT NULL AND s.last_pass_started_at < f.fill_started_at))
+               count(*) FILTER (WHERE s.last_pass_epoch IS NULL
+                                OR (f.fill_started_at IS NOT NULL AND s.last_pass_epoch < f.epoch))
                    AS pending,
                min(s.last_pass_started_at) AS oldest
            FROM ocsp_fill f JOIN ocsp_sweep s ON s.issuer_id = f.issuer_id
@@ -860,8 +862,8 @@ async def start_fill(
     if epoch is None:
         return None
     await conn.execute(
-        """UPDATE ocsp_sweep SET due_at = $2, cursor = NULL, pass_started_at = NULL, lease_owner = NULL,
-               lease_until = NULL
+        """UPDATE ocsp_sweep SET due_at = $2, cursor = NULL, pass_started_at = NULL, pass_epoch = NULL,
+               lease_owner = NULL, lease_until = NULL
            WHERE issuer_id = $1""",
         issuer_id,
         now,

@@ -414,15 +414,6 @@ async def test_flushall_never_gives_a_wrong_answer_until_refilled(
                               "revoked:affiliation_changed", "never:unauthorized"}, tally
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "db.fill_state counts a chunk as refilled when last_pass_started_at >= fill_started_at; the two "
-        "times come from the clocks of different signers, so after a flush a chunk last swept by a signer "
-        "whose clock runs ahead counts as done before it is re-signed, the 'filled' marker is set while "
-        "responses are missing, and the responder answers 'unauthorized' for issued certificates"
-    ),
-)
 async def test_refill_is_not_marked_done_early_when_signer_clocks_differ(
     pool: asyncpg.Pool, redis_client: aioredis.Redis, vault: KeyVault, clock: FakeClock, ca: CertificateAuthority
 ) -> None:

@@ -13,11 +13,16 @@ CREATE TABLE ocsp_sweep (
     due_at           timestamptz NOT NULL,
     lease_owner      text,
     lease_until      timestamptz,
-    -- Progress of the pass under way: the last serial signed and when the pass began.
+    -- Progress of the pass under way: the last serial signed, when the pass began, and the
+    -- issuer's fill epoch then (epochs, not times, decide whether a pass counts for a fill:
+    -- signers' clocks may disagree).
     cursor           bytea,
     pass_started_at  timestamptz,
-    -- The last completed pass: when it began (its responses expire first) and ended.
+    pass_epoch       bigint,
+    -- The last completed pass: when it began (its responses expire first), its epoch, and
+    -- when it ended.
     last_pass_started_at timestamptz,
+    last_pass_epoch  bigint,
     last_done_at     timestamptz,
     PRIMARY KEY (issuer_id, chunk)
 );
@@ -26,7 +31,7 @@ CREATE INDEX ocsp_sweep_due ON ocsp_sweep (due_at);
 -- A full fill of an issuer's responses (after Redis lost them, or for a new issuer).
 -- Responders say "unauthorized" for a serial Redis does not hold only while Redis holds
 -- the issuer's "filled" marker, which the signer sets once every chunk has completed a
--- pass begun after fill_started_at.
+-- pass begun in the current epoch.
 --
 -- redis_run_id is the Redis server instance (INFO server run_id) the last fill went to:
 -- a restarted Redis may have come back from an older snapshot holding stale answers, so
