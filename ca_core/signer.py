@@ -322,6 +322,8 @@ class Signer:
         its "filled" marker when every chunk holds a current pass."""
         validity = self.settings.validity
         run_id = (await self.redis.info("server")).get("run_id")
+        # Whether every issuer is known to be repaired for this server instance by the end.
+        repaired = run_id is not None
         for issuer_id, issuing in self.issuers.items():
             filled_key, epoch_key = store.filled_key(issuer_id), store.epoch_key(issuer_id)
             pipe = self.redis.pipeline(transaction=False)
@@ -337,7 +339,9 @@ class Signer:
                 new_instance = run_id is not None and state.redis_run_id != run_id
                 if (state.fill_started_at is None and not filled) or lost_mid_fill or new_instance:
                     epoch = await db.start_fill(conn, issuer_id, state.epoch, now, run_id)
-                    if epoch is not None:
+                    if epoch is None:
+                        repaired = False  # another signer is at it; stamp next round
+                    else:
                         # Written before the commit: a signer that sees the new fill in
                         # PostgreSQL also sees its epoch in Redis. The marker goes first,
                         # so misses are tryLater from here on.
@@ -367,6 +371,9 @@ class Signer:
                     _log.info("issuer %s: OCSP responses filled", issuing.issuer.name)
                 elif filled:
                     await self.redis.pexpireat(filled_key, expire_ms)
+        if repaired and run_id is not None:
+            # Responders trust this server instance from here on (see responses.INSTANCE_KEY).
+            await self.redis.set(store.INSTANCE_KEY, run_id)
 
     async def start_refill(self) -> None:
         """Re-sign everything now, as a new fill: the issuers' "filled" markers are removed

@@ -91,6 +91,10 @@ class Answer:
         return self.next_update != 0
 
 
+#: How long after Redis last answered a cached copy may stand in for it (seconds): the
+#: propagation bound of DESIGN invariant 3.
+OUTAGE_GRACE = 1.0
+
 _UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
 _TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
 
@@ -150,6 +154,9 @@ class OCSPSource:
         self._subscribed = False
         self._generation = 0  # bumped by every invalidation; guards in-flight fills
         self._live = 0
+        # FastRedis.connections_made when the server behind it was last found trustworthy.
+        self._validated_connection = -1
+        self._validating: asyncio.Future[bool] | None = None
         self.stats = {"cache_hits": 0, "redis_gets": 0, "live_signed": 0, "shed": 0, "invalidations": 0}
 
     # Issuers ----------------------------------------------------------------------
@@ -263,6 +270,30 @@ class OCSPSource:
             cache.pop(next(iter(cache)))
         cache[key] = answer
 
+    async def _server_trusted(self) -> bool:
+        """Whether the Redis server behind the connection is one the signer has checked
+        since it (re)started (responses.INSTANCE_KEY). Asked once per new connection."""
+        if self.fast.connections_made == self._validated_connection:
+            return True
+        if self._validating is None:
+            self._validating = asyncio.ensure_future(self._validate())
+        validating = self._validating
+        try:
+            return await asyncio.shield(validating)
+        finally:
+            if self._validating is validating and validating.done():
+                self._validating = None
+
+    async def _validate(self) -> bool:
+        connection = self.fast.connections_made
+        run_id, stamp = await self.fast.run_id_and_get(store.INSTANCE_KEY)
+        trusted = run_id is not None and stamp is not None and stamp.decode() == run_id
+        if trusted and self.fast.connections_made == connection:
+            self._validated_connection = connection
+        elif not trusted:
+            _log.warning("Redis server %s is not yet checked by the signer; answering tryLater", run_id)
+        return trusted
+
     async def _presigned(self, entry: IssuerEntry, serial: int) -> Answer | None:
         """The SHA-1 answer from cache or Redis; None if Redis has none.
         Raises RedisUnavailable when Redis cannot say and no current copy is cached."""
@@ -277,10 +308,16 @@ class OCSPSource:
             self.stats["redis_gets"] += 1
             value = await self.fast.get(store.response_key(entry.id, serial))
         except RedisUnavailable:
+            # Redis just stopped answering: a cached copy stands in only within the
+            # propagation bound of its last answer, since a change acknowledged later
+            # could not be published (DESIGN invariant 3).
             stale = self._cache.get(key)
-            if stale is not None and stale.next_update > self._time():
-                return stale  # Redis is down: nothing newer can be published either
+            recent = time.monotonic() - self.fast.last_reply < OUTAGE_GRACE
+            if stale is not None and recent and stale.next_update > self._time():
+                return stale
             raise
+        if not await self._server_trusted():
+            raise RedisUnavailable("Redis server not yet checked by the signer")
         if value is None:
             return None
         try:

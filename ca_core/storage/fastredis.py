@@ -65,6 +65,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.dead:
             return
+        self.owner.last_reply = time.monotonic()
         self.reader.feed(data)
         pending = self.pending
         while True:
@@ -113,6 +114,10 @@ class FastRedis:
         self.retry_interval = retry_interval
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
+        #: Connections opened so far: a change means "possibly another server now".
+        self.connections_made = 0
+        #: When the server last sent anything (monotonic clock).
+        self.last_reply = float("-inf")
         self._last_attempt = float("-inf")
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -180,6 +185,7 @@ class FastRedis:
                 raise err from None
             raise
         self._proto = proto
+        self.connections_made += 1
         self._connecting.set_result(proto)
         self._connecting = None
         if self._watchdog is None:
@@ -243,6 +249,17 @@ class FastRedis:
 
     async def exists(self, key: bytes) -> bool:
         return bool(await self._send(command(b"EXISTS", key)))
+
+    async def run_id_and_get(self, key: bytes) -> tuple[str | None, bytes | None]:
+        """The server's ``run_id`` (INFO server) and the value of ``key``, read together
+        on the connection the GETs use."""
+        info, value = await self.batch([command(b"INFO", b"server"), command(b"GET", key)])
+        run_id = None
+        if isinstance(info, bytes):
+            for line in info.splitlines():
+                if line.startswith(b"run_id:"):
+                    run_id = line[7:].strip().decode()
+        return run_id, value if isinstance(value, bytes) else None
 
     async def ping(self) -> bool:
         with contextlib.suppress(RedisUnavailable):

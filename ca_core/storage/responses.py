@@ -28,6 +28,12 @@ refills it. Layout, all in this module:
     Written when a fill starts. If it vanishes mid-fill, Redis was flushed again, and the
     signer starts over rather than marking a half-filled issuer as filled.
 
+``ocsp:instance``
+    The ``run_id`` of the Redis server the signer last checked and repaired. A responder that
+    finds another server behind its connection (a restart, a fail-over) answers ``tryLater``
+    until the two agree: a server back from an old snapshot may hold stale answers until the
+    signer has re-signed what changed since (see :meth:`ca_core.signer.Signer.check_fills`).
+
 Channel ``certstatus:ocsp:changed``
     After a status change is written, its key name is published here; every responder
     process drops its cached copy (:mod:`responder.ocsp_source`).
@@ -51,6 +57,7 @@ from .fastredis import FastRedis, RedisUnavailable, command
 __all__ = [
     "CHANGED_CHANNEL",
     "HEADER",
+    "INSTANCE_KEY",
     "StoredResponse",
     "epoch_key",
     "filled_key",
@@ -74,6 +81,9 @@ def filled_key(issuer_id: int) -> bytes:
 
 def epoch_key(issuer_id: int) -> bytes:
     return b"ocsp:epoch:%d" % issuer_id
+
+
+INSTANCE_KEY: Final = b"ocsp:instance"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -275,15 +275,6 @@ async def test_cached_answer_is_served_while_valkey_is_down(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a Valkey restarted from an older snapshot serves that snapshot's responses (and 'filled' "
-        "marker) as they are: the responder reads them unchecked, so a certificate revoked after the "
-        "snapshot is answered 'good' until a signer's next check_fills (every fill_check_interval, 1 s) "
-        "notices the new run_id and re-signs it; with no signer running at that moment, indefinitely"
-    ),
-)
 async def test_valkey_back_from_an_older_snapshot_never_answers_good_for_a_revoked_certificate(
     pool: asyncpg.Pool, vault: KeyVault, clock: FakeClock, ca: CertificateAuthority, tmp_path: Path
 ) -> None:
