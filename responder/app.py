@@ -12,14 +12,17 @@ import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from ca_core.errors import MalformedRequest
+from ca_core.ocsp import UNSUCCESSFUL, ResponseStatus
 from ca_core.storage import postgres as db
 
-__all__ = ["CA_CERTS", "build_public_app"]
+__all__ = ["CA_CERTS", "OCSP_ROUTE", "build_public_app"]
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +57,48 @@ class CACertificates:
 
 
 CA_CERTS = web.AppKey("ca_certs", CACertificates)
+
+
+class OCSPRoute:
+    """Where the aiohttp OCSP routes find the worker's fast path (set once it exists).
+
+    OCSP is answered by :mod:`responder.fastpath` before aiohttp sees a request; these
+    routes serve only connections that were handed to aiohttp by an earlier request for
+    another path (say /ca/moica.crt, then OCSP on the same keep-alive connection)."""
+
+    fastpath: Any = None
+
+
+OCSP_ROUTE = web.AppKey("ocsp_route", OCSPRoute)
+_MALFORMED = UNSUCCESSFUL[ResponseStatus.MALFORMED_REQUEST]
+
+
+async def ocsp(request: web.Request) -> web.Response:
+    fp = request.app[OCSP_ROUTE].fastpath
+    if fp is None:
+        raise web.HTTPNotFound(text="OCSP is not served here\n")
+    if request.method == "POST":
+        if request.content_type != "application/ocsp-request":
+            raise web.HTTPUnsupportedMediaType(text="POST application/ocsp-request (RFC 6960 A.1)\n")
+        raw, from_get = await request.read(), False
+    else:
+        path = request.raw_path.split("?", 1)[0].lstrip("/")
+        raw, from_get = path[len("ocsp") :].lstrip("/").encode("latin-1"), True
+    try:
+        if not raw:
+            raise MalformedRequest("empty request")
+        query = fp.query(raw, from_get=from_get)
+    except MalformedRequest:
+        return web.Response(status=400, body=_MALFORMED, content_type="application/ocsp-response",
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
+    answer = await fp.source.answer(query)
+    conditional = (
+        (request.headers.get("If-None-Match", "").encode("latin-1") or None,
+         request.headers.get("If-Modified-Since", "").encode("latin-1") or None)
+        if from_get else (None, None)
+    )  # fmt: skip
+    status, headers, body = fp.parts(answer, conditional)
+    return web.Response(status=status, body=body or None, headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -126,6 +171,9 @@ def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis) -> web.Applicati
         yield
 
     app.cleanup_ctx.append(load_ca_certs)
+    app[OCSP_ROUTE] = OCSPRoute()
+    app.router.add_post("/ocsp", ocsp)
+    app.router.add_get(r"/ocsp/{request:.*}", ocsp)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(r"/ca/{issuer:[a-z][a-z0-9-]{0,30}}.crt", ca_certificate)

@@ -28,6 +28,7 @@ import binascii
 import collections
 import email.utils
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -46,6 +47,8 @@ MAX_HEAD: Final = 8192
 MAX_BODY: Final = 16 * 1024
 _MALFORMED: Final = UNSUCCESSFUL[ResponseStatus.MALFORMED_REQUEST]
 _MEMO_ENTRIES: Final = 100_000
+# A CRLF not followed by a header name (an RFC 9110 token) and a colon.
+_BAD_HEADER_LINE: Final = re.compile(rb"\r\n(?![!#$%&'*+.^_`|~0-9A-Za-z-]+:)")
 
 
 def decode_get_path(encoded: bytes) -> bytes:
@@ -116,7 +119,8 @@ class FastPath:
         self.connections: set[PublicProtocol] = set()
         # Request bytes (GET path or POST body) -> parsed query: popular certificates are
         # asked about with the very same bytes again and again.
-        self.memo: dict[bytes, OCSPQuery] = {}
+        self.get_memo: dict[bytes, OCSPQuery] = {}
+        self.post_memo: dict[bytes, OCSPQuery] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self.stats = collections.Counter[str]()
 
@@ -136,7 +140,7 @@ class FastPath:
         self._watchdog = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
     def query(self, raw: bytes, *, from_get: bool) -> OCSPQuery:
-        memo = self.memo
+        memo = self.get_memo if from_get else self.post_memo
         q = memo.get(raw)
         if q is None:
             q = parse_request(decode_get_path(raw) if from_get else raw)
@@ -144,6 +148,20 @@ class FastPath:
                 memo.pop(next(iter(memo)))
             memo[raw] = q
         return q
+
+    def parts(
+        self, answer: Answer, conditional: tuple[bytes | None, bytes | None]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(HTTP status, headers, body) for an answer: :meth:`render` for frameworks (the
+        aiohttp routes that serve OCSP on connections already handed off)."""
+        raw = self.render(answer, keep_alive=True, conditional=conditional)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        for hop in ("Content-Length", "Date", "Connection"):
+            headers.pop(hop, None)
+        return status, headers, body
 
     def render(self, answer: Answer, *, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]) -> bytes:
         """The full HTTP response for an answer, with RFC 5019 6.2 caching headers."""
@@ -166,7 +184,7 @@ class FastPath:
         )
         if_none_match, if_modified_since = conditional
         if if_none_match is not None:
-            not_modified = answer.etag in [t.strip() for t in if_none_match.split(b",")] or if_none_match.strip() == b"*"
+            not_modified = _etag_matches(if_none_match, answer.etag)
         elif if_modified_since is not None:
             not_modified = _not_modified_since(if_modified_since, answer.this_update)
         else:
@@ -177,6 +195,13 @@ class FastPath:
             b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n%sDate: %s\r\n%s\r\n%s"
             % (len(answer.der), cache, date, conn, answer.der)
         )
+
+
+def _etag_matches(if_none_match: bytes, etag: bytes) -> bool:
+    """RFC 9110 13.1.2: If-None-Match uses the weak comparison (W/ prefixes ignored)."""
+    if if_none_match.strip() == b"*":
+        return True
+    return any(t.strip().removeprefix(b"W/") == etag for t in if_none_match.split(b","))
 
 
 def _not_modified_since(value: bytes, this_update: int) -> bool:
@@ -240,6 +265,7 @@ class PublicProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = transport  # type: ignore[assignment]
         self.fp.connections.add(self)
+        self._request_started = time.monotonic()  # a silent client gets the head timeout too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fp.connections.discard(self)
@@ -277,9 +303,12 @@ class PublicProtocol(asyncio.Protocol):
     def check_timeouts(self, now: float) -> None:
         if self._closing or self._handing_off:
             return
-        if self._request_started is not None and self._buf and now - self._request_started > self.fp.head_timeout:
+        if self._request_started is not None and now - self._request_started > self.fp.head_timeout:
             self.fp.stats["timeouts"] += 1
-            self._fail(b"408 Request Timeout", b"request not received in time\n")
+            if self._buf:
+                self._fail(b"408 Request Timeout", b"request not received in time\n")
+            else:
+                self.close()
         elif not self._queue and now - self._last_active > self.fp.keepalive_timeout:
             self.close()
 
@@ -338,6 +367,9 @@ class PublicProtocol(asyncio.Protocol):
     def _process(self) -> None:
         buf = self._buf
         while buf and not self._closing and not self._handing_off and not self._paused:
+            if buf.startswith(b"\r\n"):
+                del buf[:2]  # RFC 9112 2.2: ignore empty lines before a request line
+                continue
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(buf) > MAX_HEAD:
@@ -363,18 +395,24 @@ class PublicProtocol(asyncio.Protocol):
                 self._start_hand_off()
                 return
             # Header look-ups by search over the lower-cased head instead of a dict of
-            # every header: a few C-level scans instead of a Python loop per line. Only
-            # the framing headers need care (request smuggling): anything that mentions
-            # Transfer-Encoding is refused, Content-Length must appear at most once, and
-            # obsolete line folding (which could hide a header) is refused.
+            # every header: a few C-level scans instead of a Python loop per line. One
+            # regular expression first checks that every line is "token:" something
+            # (RFC 9112 5.1: no space before the colon, no obsolete folding that could
+            # hide a header), so the searches below cannot be fooled. Framing headers
+            # get extra care (request smuggling): Transfer-Encoding is refused, and
+            # Content-Length and Host must appear at most once.
+            if line_end >= 0 and _BAD_HEADER_LINE.search(head, line_end):
+                self._fail(b"400 Bad Request", b"malformed header line\n")
+                return
             lower = head.lower()
-            if b"transfer-encoding" in lower:
+            if b"\r\ntransfer-encoding:" in lower:
                 self._fail(b"411 Length Required", b"send OCSP requests with a Content-Length\n")
                 return
-            if b"\r\n " in head or b"\r\n\t" in head:
-                self._fail(b"400 Bad Request", b"folded header lines are not accepted\n")
+            hosts = lower.count(b"\r\nhost:")
+            if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):
+                self._fail(b"400 Bad Request", b"exactly one Host header, please (RFC 9112 3.2)\n")
                 return
-            mentions = lower.count(b"content-length")
+            mentions = lower.count(b"\r\ncontent-length:")
             if mentions:
                 length_text = _header(head, lower, b"\r\ncontent-length:")
                 if mentions > 1 or length_text is None:
@@ -421,7 +459,7 @@ class PublicProtocol(asyncio.Protocol):
                 return
             raw, from_get = body, False
         else:
-            self._fail(b"405 Method Not Allowed", b"use GET or POST for OCSP\n")
+            self._fail(b"405 Method Not Allowed\r\nAllow: GET, POST", b"use GET or POST for OCSP\n")
             return
         try:
             query = fp.query(raw, from_get=from_get)

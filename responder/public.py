@@ -26,7 +26,7 @@ from aiohttp import web
 from ca_core.clock import SystemClock
 
 from . import server
-from .app import build_public_app
+from .app import OCSP_ROUTE, build_public_app
 from .config import Config, configure_logging
 from .fastpath import FastPath, PublicProtocol
 from .fastredis import FastRedis
@@ -93,6 +93,7 @@ async def public_server(
         async with source.running():
             assert runner.server is not None
             fastpath = FastPath(source, runner.server)
+            app[OCSP_ROUTE].fastpath = fastpath
             sock = listening_socket(cfg.public_host, cfg.public_port if port is None else port, reuse_port=reuse_port)
             loop = asyncio.get_running_loop()
             srv = await loop.create_server(lambda: PublicProtocol(fastpath), sock=sock)
