@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from ca_core.clock import SystemClock
 
@@ -36,6 +37,18 @@ from .runtime import Endpoints, Storage, open_storage, vault
 __all__ = ["PublicServer", "listening_socket", "public_server", "serve_workers"]
 
 _log = logging.getLogger(__name__)
+
+
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs every malformed request at ERROR with a traceback, so any client could
+    flood the log; such a request is the client's mistake (it got its 400). Drop them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, BadHttpMessage)
+
+
+_BAD_REQUESTS = _BadRequestFilter()
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -87,6 +100,7 @@ async def public_server(
         unknown_serial=UnknownSerialPolicy(cfg.ocsp_unknown_serial),
     )
     app = build_public_app(storage.pool, storage.redis)
+    logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # idempotent
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
