@@ -70,6 +70,9 @@ class SignerSettings:
     expired_grace: dt.timedelta = dt.timedelta(days=7)
     outbox_poll: float = 1.0
     fill_check_interval: float = 1.0
+    #: How often a sweep records its position in a chunk (seconds): what a successor
+    #: repeats at most if this signer dies mid-chunk.
+    progress_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.validity < dt.timedelta(minutes=2):
@@ -290,7 +293,7 @@ class Signer:
                 return signed
             assert following is not None
             next_rows = await following
-            if asyncio.get_running_loop().time() - recorded >= 1.0:
+            if asyncio.get_running_loop().time() - recorded >= s.progress_interval:
                 recorded = asyncio.get_running_loop().time()
                 with db.storage_errors("recording sweep progress"):
                     async with self.pool.acquire() as conn:

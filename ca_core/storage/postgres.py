@@ -707,9 +707,21 @@ async def statuses(conn: asyncpg.Connection, keys: Sequence[tuple[int, int]]) ->
     return [_status_row(r) for r in rows]
 
 
+#: Serials from ca_core.issue.random_serial are 16 octets whose first octet is 0x40-0x7f
+#: (bit 126 set, bit 127 clear). The 256 chunks cut that range evenly by the first two
+#: octets (64 prefixes each); the first and last chunks also take every serial below and
+#: above it (CA certificates, imports), so together they cover every possible serial.
+_CHUNK_BASE = 0x4000
+_CHUNK_STEP = 0x40
+
+
 def chunk_bounds(chunk: int) -> tuple[bytes, bytes | None]:
-    """The serial range [low, high) of a sweep chunk: serials whose first octet is ``chunk``."""
-    return bytes((chunk,)), (bytes((chunk + 1,)) if chunk < 255 else None)
+    """The serial range [low, high) of a sweep chunk, as byte strings (bytea order)."""
+    if not 0 <= chunk < SWEEP_CHUNKS:
+        raise ValueError(f"no sweep chunk {chunk}")
+    low = b"" if chunk == 0 else (_CHUNK_BASE + chunk * _CHUNK_STEP).to_bytes(2, "big")
+    high = None if chunk == SWEEP_CHUNKS - 1 else (_CHUNK_BASE + (chunk + 1) * _CHUNK_STEP).to_bytes(2, "big")
+    return low, high
 
 
 async def sweep_batch(
@@ -761,7 +773,7 @@ async def lease_sweep_chunk(
 ) -> SweepLease | None:
     """Take the most overdue chunk nobody holds (or whose holder's lease ran out)."""
     row = await conn.fetchrow(
-        """UPDATE ocsp_sweep s SET lease_owner = $1, lease_until = $2 + $3::interval,
+        """UPDATE ocsp_sweep s SET lease_owner = $1, lease_until = $2::timestamptz + $3::interval,
                pass_started_at = COALESCE(s.pass_started_at, $2),
                pass_epoch = COALESCE(s.pass_epoch, (SELECT f.epoch FROM ocsp_fill f WHERE f.issuer_id = s.issuer_id))
            WHERE (s.issuer_id, s.chunk) = (
@@ -785,7 +797,7 @@ async def advance_sweep(
 ) -> bool:
     """Record progress and extend the lease; False if the lease was lost meanwhile."""
     result = await conn.execute(
-        """UPDATE ocsp_sweep SET cursor = $4, lease_until = $5 + $6::interval
+        """UPDATE ocsp_sweep SET cursor = $4, lease_until = $5::timestamptz + $6::interval
            WHERE issuer_id = $1 AND chunk = $2 AND lease_owner = $3""",
         lease.issuer_id,
         lease.chunk,

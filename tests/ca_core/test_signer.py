@@ -210,3 +210,66 @@ async def test_a_redis_restarted_from_an_old_snapshot_is_repaired_before_it_can_
         await signer.aclose()
     finally:
         services.stop()
+
+
+def test_chunks_cover_every_serial_and_spread_ours_evenly() -> None:
+    from ca_core.issue import random_serial
+    from ca_core.model import serial_to_bytes
+
+    bounds = [db.chunk_bounds(c) for c in range(db.SWEEP_CHUNKS)]
+    assert bounds[0][0] == b"" and bounds[-1][1] is None
+    assert all(bounds[i][1] == bounds[i + 1][0] for i in range(len(bounds) - 1))  # contiguous
+    counts = [0] * db.SWEEP_CHUNKS
+    for _ in range(25_600):
+        raw = serial_to_bytes(random_serial())
+        (chunk,) = [c for c, (lo, hi) in enumerate(bounds) if raw >= lo and (hi is None or raw < hi)]
+        counts[chunk] += 1
+    assert min(counts) > 40 and max(counts) < 180  # ~100 each: every chunk gets a share
+
+
+async def test_a_chunk_larger_than_a_batch_records_progress_and_a_successor_resumes(
+    pool: asyncpg.Pool, redis_client: aioredis.Redis, vault: KeyVault, clock: FakeClock, pki: object
+) -> None:
+    settings = SignerSettings(batch_size=2, progress_interval=0.0)
+    first = Signer(pool, redis_client, vault, clock, settings, owner="first")
+    await first.load_issuers()
+    (moica_id,) = [i for i, s in first.issuers.items() if s.issuer.name == "moica"]
+    low, _ = db.chunk_bounds(100)
+    now = clock.now()
+    serials = [int.from_bytes(low + bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i]), "big") for i in range(1, 8)]
+    async with pool.acquire() as conn:
+        await db.copy_certificates(conn, [
+            (moica_id, s.to_bytes(16, "big"), "citizen-signing", "CN=bulk", None, now, now + dt.timedelta(days=365),
+             "good", None, None, None, s % 4, b"not a certificate", now, now)
+            for s in serials
+        ])  # fmt: skip
+        await conn.execute("UPDATE ocsp_sweep SET due_at = $1::timestamptz + interval '1 day' WHERE chunk <> 100", now)
+        await conn.execute("UPDATE ocsp_sweep SET due_at = $1 WHERE chunk = 100", now)
+    # The first signer dies during its second batch: the first batch's progress is on record.
+    written: list[int] = []
+
+    def die_on_second_batch(n: int) -> None:
+        written.append(n)
+        if len(written) == 2:
+            raise RuntimeError("signer died")
+
+    first.on_signed = die_on_second_batch
+    with pytest.raises(RuntimeError):
+        await first.sweep_chunk()
+    await first.aclose()
+    async with pool.acquire() as conn:
+        cursor = await conn.fetchval("SELECT cursor FROM ocsp_sweep WHERE issuer_id = $1 AND chunk = 100", moica_id)
+        assert cursor is not None and int.from_bytes(cursor, "big") == serials[1]
+        # Its lease runs out.
+        await conn.execute("UPDATE ocsp_sweep SET lease_until = $1::timestamptz - interval '1 second' WHERE chunk = 100", now)
+    second = Signer(pool, redis_client, vault, clock, settings, owner="second")
+    await second.load_issuers()
+    done = await second.sweep_chunk()
+    await second.aclose()
+    assert done == len(serials) - 2  # resumed after the cursor, not from the start
+    for s in serials:
+        assert await redis_client.exists(store.response_key(moica_id, s))
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT cursor, lease_owner FROM ocsp_sweep WHERE issuer_id = $1 AND chunk = 100",
+                                  moica_id)
+    assert row["cursor"] is None and row["lease_owner"] is None

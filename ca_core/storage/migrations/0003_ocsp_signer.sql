@@ -4,8 +4,8 @@
 -- signs it, so no response is signed twice and a crashed signer's chunk is picked up
 -- again when its lease runs out.
 
--- The refresh sweep. Each issuer's serials are cut into 256 chunks by their first octet
--- (a primary-key range scan each); a chunk is due again before half the response
+-- The refresh sweep. Each issuer's serials are cut into 256 ranges of the primary key
+-- (ca_core.storage.postgres.chunk_bounds); a chunk is due again before half the response
 -- validity has passed since its last pass began.
 CREATE TABLE ocsp_sweep (
     issuer_id        smallint NOT NULL REFERENCES issuers (id),
