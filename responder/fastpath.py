@@ -484,7 +484,7 @@ class PublicProtocol(asyncio.Protocol):
         self, query: OCSPQuery, slot: _Slot, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]
     ) -> None:
         try:
-            answer = await self.fp.source.answer(query)
+            answer = await self.fp.source.answer(query, probed=True)
             slot.data = self.fp.render(answer, keep_alive=keep_alive, conditional=conditional)
         except Exception:  # noqa: BLE001 - a bug must not leave the connection hanging
             _log.exception("error answering an OCSP query")

@@ -33,6 +33,7 @@ import dataclasses
 import datetime as dt
 import email.utils
 import enum
+import functools
 import hashlib
 import logging
 import time
@@ -41,7 +42,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import redis.asyncio as aioredis
 from cryptography import x509
-from cryptography.x509 import ocsp as cocsp
 from redis.exceptions import RedisError
 
 from ca_core.clock import Clock
@@ -55,6 +55,7 @@ from ca_core.ocsp import (
     ResponseStatus,
     SingleStatus,
     issuer_hashes,
+    response_status,
 )
 from ca_core.signer import load_issuer_signers
 from ca_core.storage import postgres as db
@@ -99,7 +100,9 @@ _UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
 _TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
 
 
+@functools.lru_cache(maxsize=64)
 def _http_date(t: int) -> bytes:
+    # Memoised: every response of a signer batch shares its thisUpdate and nextUpdate.
     return email.utils.formatdate(t, usegmt=True).encode()
 
 
@@ -348,6 +351,11 @@ class OCSPSource:
         self._live += 1
         try:
             self.stats["live_signed"] += 1
+            if signer.signs_fast:
+                return signer.sign(
+                    serial, status, this_update=this_update, next_update=next_update,
+                    hash_algorithm=alg, nonce=nonce, extended_revoked=extended,
+                )  # fmt: skip
             # In a thread: an RSA signature would otherwise stall every connection.
             return await asyncio.to_thread(
                 signer.sign, serial, status, this_update=this_update, next_update=next_update,
@@ -356,11 +364,13 @@ class OCSPSource:
         finally:
             self._live -= 1
 
-    async def answer(self, query: OCSPQuery) -> Answer:
-        """The answer to one query; never raises for any query."""
-        hit = self.cached(query)
-        if hit is not None:
-            return hit
+    async def answer(self, query: OCSPQuery, *, probed: bool = False) -> Answer:
+        """The answer to one query; never raises for any query. ``probed``: the caller
+        already found :meth:`cached` empty."""
+        if not probed:
+            hit = self.cached(query)
+            if hit is not None:
+                return hit
         cid = query.cert_id
         entry = self.issuers.get((cid.hash_algorithm, cid.issuer_name_hash, cid.issuer_key_hash))  # type: ignore[arg-type]
         if entry is None or cid.hash_algorithm is None:
@@ -387,7 +397,7 @@ class OCSPSource:
             # SHA-256 CertID is not.
             return base if alg is HashAlgorithm.SHA1 else _TRY_LATER
         generation = self._generation
-        status = _status_of(base.der)
+        status = response_status(base.der)
         der = await self._sign_live(entry.signer, cid.serial, status, base.this_update, base.next_update, alg,
                                     nonce, False)
         if nonce is not None:
@@ -408,23 +418,3 @@ class OCSPSource:
             entry.signer, serial, SingleStatus(True, EXTENDED_REVOKE_TIME, 6), now, now + 3600, alg, None, True
         )
         return _answer(der, now, now + 3600)
-
-
-def _status_of(der: bytes) -> SingleStatus:
-    """The status a pre-signed response states (our own bytes, so they parse)."""
-    resp = cocsp.load_der_ocsp_response(der)
-    if resp.certificate_status is cocsp.OCSPCertStatus.GOOD:
-        return SingleStatus.good()
-    revoked_at = resp.revocation_time_utc
-    assert revoked_at is not None
-    reason = resp.revocation_reason
-    code = None if reason is None else _REASON_CODES[reason]
-    return SingleStatus(True, int(revoked_at.timestamp()), code)
-
-
-_REASON_CODES = {
-    x509.ReasonFlags.unspecified: 0, x509.ReasonFlags.key_compromise: 1, x509.ReasonFlags.ca_compromise: 2,
-    x509.ReasonFlags.affiliation_changed: 3, x509.ReasonFlags.superseded: 4,
-    x509.ReasonFlags.cessation_of_operation: 5, x509.ReasonFlags.certificate_hold: 6,
-    x509.ReasonFlags.remove_from_crl: 8, x509.ReasonFlags.privilege_withdrawn: 9, x509.ReasonFlags.aa_compromise: 10,
-}  # fmt: skip

@@ -58,6 +58,14 @@ class _Protocol(asyncio.Protocol):
         # (future, sent at, replies so far or None for a single command, replies expected)
         self.pending: collections.deque[_Pending] = collections.deque()
         self.dead = False
+        # Commands queued in this loop iteration, written together by flush(): one
+        # system call for every GET the responder's connections asked for meanwhile.
+        self.outbox: list[bytes] = []
+
+    def flush(self) -> None:
+        out, self.outbox = self.outbox, []
+        if out and self.transport is not None and not self.dead:
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not subclasses
@@ -221,10 +229,12 @@ class FastRedis:
     # Commands ----------------------------------------------------------------------
 
     def _send_nowait(self, proto: _Protocol, cmd: bytes, batch: int = 0) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         proto.pending.append((fut, time.monotonic(), [] if batch else None, batch))
-        assert proto.transport is not None
-        proto.transport.write(cmd)
+        if not proto.outbox:
+            loop.call_soon(proto.flush)
+        proto.outbox.append(cmd)
         return fut
 
     async def _send(self, cmd: bytes, batch: int = 0) -> Any:

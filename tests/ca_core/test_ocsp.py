@@ -847,3 +847,16 @@ def test_decode_get_path_raises_only_malformed_request(data: bytes) -> None:
     except MalformedRequest:
         return
     assert isinstance(decoded, bytes) and decoded
+
+
+@pytest.mark.parametrize("reason", [None, 0, 1, 6, 10])
+@pytest.mark.parametrize("revoked", [False, True])
+def test_response_status_reads_back_what_sign_wrote(hierarchy: Hierarchy, revoked: bool, reason: int | None) -> None:
+    from ca_core.ocsp import response_status
+
+    t0 = int(NOW.timestamp())
+    status = SingleStatus(True, t0 - 86_400, reason) if revoked else SingleStatus.good()
+    der = hierarchy.signer.sign(0x4ABC, status, this_update=t0, next_update=t0 + 3600)
+    assert response_status(der) == status
+    with pytest.raises(MalformedRequest):
+        response_status(der[:-40])
