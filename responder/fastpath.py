@@ -37,7 +37,7 @@ from typing import Final
 from ca_core.errors import MalformedRequest
 from ca_core.ocsp import UNSUCCESSFUL, OCSPQuery, ResponseStatus, parse_request
 
-from .ocsp_source import Answer, OCSPSource
+from .ocsp_source import Answer, OCSPSource, keep_newest
 
 __all__ = ["FastPath", "PublicProtocol", "decode_get_path"]
 
@@ -145,7 +145,11 @@ class FastPath:
         if q is None:
             q = parse_request(decode_get_path(raw) if from_get else raw)
             if len(memo) >= _MEMO_ENTRIES:
-                memo.pop(next(iter(memo)))
+                memo = keep_newest(memo, _MEMO_ENTRIES * 7 // 8)
+                if from_get:
+                    self.get_memo = memo
+                else:
+                    self.post_memo = memo
             memo[raw] = q
         return q
 

@@ -35,9 +35,11 @@ import email.utils
 import enum
 import functools
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -66,6 +68,19 @@ from .fastredis import FastRedis, RedisUnavailable
 __all__ = ["Answer", "IssuerEntry", "OCSPSource", "UnknownSerialPolicy"]
 
 _log = logging.getLogger(__name__)
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def keep_newest(d: dict[K, V], keep: int) -> dict[K, V]:
+    """The ``keep`` most recently inserted entries of ``d``, as a new, compact dict.
+
+    Evicting an eighth at a time instead of one entry per insertion: ``d.pop(next(iter(d)))``
+    is O(n) on a dict whose front is all deleted slots, and profiled at 29 % of a busy
+    worker's time with a full cache."""
+    if keep <= 0:
+        return {}
+    return dict(itertools.islice(d.items(), max(0, len(d) - keep), None))
 
 
 class UnknownSerialPolicy(enum.StrEnum):
@@ -266,12 +281,11 @@ class OCSPSource:
         # Kept even while unsubscribed (a fresh read from Redis is the truth, and it is the
         # copy to fall back on if Redis goes away), but not if a change or a lost
         # subscription may have raced this read.
-        if generation != self._generation:
+        if generation != self._generation or self.cache_entries == 0:
             return
-        cache = self._cache
-        if len(cache) >= self.cache_entries:
-            cache.pop(next(iter(cache)))
-        cache[key] = answer
+        if len(self._cache) >= self.cache_entries:
+            self._cache = keep_newest(self._cache, self.cache_entries * 7 // 8)
+        self._cache[key] = answer
 
     async def _server_trusted(self) -> bool:
         """Whether the Redis server behind the connection is one the signer has checked
