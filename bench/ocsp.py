@@ -1108,10 +1108,17 @@ async def run(opts: Options, svc: Any, procs: Processes, work_dir: Path, argv: S
         async with pool.acquire() as conn:
             await conn.execute("ANALYZE certificates")
             counted = await conn.fetchval("SELECT count(*) FROM certificates")
-            # The signer's sweep cuts each issuer's serials into 256 chunks by their first octet.
-            chunk_rows = await conn.fetch(
-                "SELECT issuer_id, get_byte(serial, 0) AS chunk, count(*) AS n FROM certificates GROUP BY 1, 2"
-            )
+            # How the signer's sweep chunks (ca_core.storage.postgres.chunk_bounds) share the serials.
+            chunk_rows = []
+            for issuer_id in issuer_names:
+                for chunk in range(getattr(db, "SWEEP_CHUNKS", 256)):
+                    low, high = db.chunk_bounds(chunk)
+                    n = await conn.fetchval(
+                        "SELECT count(*) FROM certificates WHERE issuer_id = $1 AND serial >= $2 "
+                        "AND ($3::bytea IS NULL OR serial < $3)",
+                        issuer_id, low, high,
+                    )  # fmt: skip
+                    chunk_rows.append({"issuer_id": issuer_id, "chunk": chunk, "n": n})
             sample_keys = [(i, s) for i, serials in truth.serials.items() for s in rng.sample(serials, 4)]
             sample_keys += rng.sample(sorted(truth.listed), 4)
             ders = []
@@ -1138,22 +1145,14 @@ async def run(opts: Options, svc: Any, procs: Processes, work_dir: Path, argv: S
             "verified_with_cryptography": verified,
             "sweep_chunks": {
                 issuer_names[i]: {
-                    "non_empty": sum(1 for x in chunk_rows if x["issuer_id"] == i),
+                    "chunks": sum(1 for x in chunk_rows if x["issuer_id"] == i),
+                    "non_empty": sum(1 for x in chunk_rows if x["issuer_id"] == i and x["n"]),
                     "largest": max(x["n"] for x in chunk_rows if x["issuer_id"] == i),
-                    "first_octets": sorted({x["chunk"] for x in chunk_rows if x["issuer_id"] == i})[:: 63],
                 }
                 for i in issuer_names
             },
             "cert_der_bytes": statistics.fmean(len(d[2]) for d in ders),
         }
-        largest = max(v["largest"] for v in report["population"]["sweep_chunks"].values())
-        batch = opts.signer_batch_size or 500
-        if largest > batch:
-            raise RuntimeError(
-                f"a sweep chunk holds {largest:,} certificates, more than the signer batch ({batch:,}): the signer "
-                "would call advance_sweep, which PostgreSQL refuses (see the report notes); load fewer certificates "
-                "per issuer (--certs, --moica-share) or raise --signer-batch-size (at most 10000)"
-            )
         note(f"loaded {load['rows']:,} certificates in {load['elapsed_s']:.1f} s ({load['rows'] / load['elapsed_s']:,.0f}/s); "
              f"{verified} verified with cryptography")  # fmt: skip
 
@@ -1165,14 +1164,8 @@ async def run(opts: Options, svc: Any, procs: Processes, work_dir: Path, argv: S
         env = service_env(svc, opts)
         if opts.signer_batch_size is not None:
             report["notes"].append(
-                f"The signer ran with CERTSTATUS_SIGNER_BATCH_SIZE={opts.signer_batch_size} (default 500) and the "
-                "certificates are split evenly over the two issuers: a sweep chunk with more certificates than the "
-                "batch reaches ca_core.storage.postgres.advance_sweep, whose UPDATE PostgreSQL refuses "
-                "(\"column lease_until is of type timestamp with time zone but expression is of type interval\": "
-                "$5 in `$5 + $6::interval` is inferred as interval), and 'signer --once --processes 2' then exits 0 "
-                "with the fill incomplete. Chunks are cut by the serial's first octet, but random_serial() sets bit "
-                "126 and clears bit 127, so only 64 of the 256 chunks (0x40-0x7f) ever hold certificates: with the "
-                "default batch the fill fails above ~32,000 certificates per issuer; with 10,000, above ~640,000."
+                f"The signer ran with CERTSTATUS_SIGNER_BATCH_SIZE={opts.signer_batch_size} (--signer-batch-size; "
+                "the product default is 500)."
             )
         note("certstatus signer --once --processes 2")
         t0 = time.perf_counter()
@@ -1642,9 +1635,9 @@ def render_markdown(rep: dict[str, Any]) -> str:
         f"**{pop_['load_rate']:,.0f} certificates/s** (build + sign + COPY, 2 processes; in the workers "
         f"{pop_['build_sign_cpu_s']:.0f} s building and signing, {pop_['copy_wait_s']:.0f} s waiting for COPY). "
         f"{pop_['verified_with_cryptography']} sampled rows verified with cryptography (issuer signature, serial, "
-        "holder number, CRL partition URL). The signer's sweep chunks (256 per issuer, by the serial's first octet) "
-        "that hold certificates: "
-        + "; ".join(f"{k} {v['non_empty']} of 256, the largest {v['largest']:,} certificates" for k, v in pop_["sweep_chunks"].items())
+        "holder number, CRL partition URL). The signer's sweep chunks (`chunk_bounds`) that hold certificates: "
+        + "; ".join(f"{k} {v['non_empty']} of {v.get('chunks', 256)}, the largest {v['largest']:,} certificates"
+                    for k, v in pop_["sweep_chunks"].items())
         + ".",
         "",
         "## 2. Pre-signing",
@@ -1813,7 +1806,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         "A full run takes about 15-20 minutes on 2 cores; --quick about 3. See bench/README.md.",
     )
     parser.add_argument("--certs", type=int, default=None, metavar="N", help="certificates to load (default 1000000; --quick: 50000)")
-    parser.add_argument("--moica-share", type=float, default=0.5, metavar="F", help="share of the certificates issued by moica; the rest by gca (default 0.5: see --signer-batch-size)")
+    parser.add_argument("--moica-share", type=float, default=0.75, metavar="F", help="share of the certificates issued by moica; the rest by gca (default 0.75)")
     parser.add_argument("--requests", type=int, default=None, metavar="N", help="length of the precomputed Zipf request list (default 1000000; --quick: 50000); the uniform list is half as long")
     parser.add_argument("--duration", type=float, default=None, metavar="S", help="seconds per wrk run (default 15; --quick: 5)")
     parser.add_argument("--rounds", type=int, default=None, metavar="N", help="rounds over all targets, in rotating order; medians reported (default 3; --quick: 1)")
@@ -1822,7 +1815,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--revocations", type=int, default=None, metavar="N", help="certificates revoked in the propagation phase (default 200; --quick: 40)")
     parser.add_argument("--rate-fraction", type=float, default=0.8, metavar="F", help="constant rate as a fraction of the responder's best median (default 0.8)")
     parser.add_argument("--rate-sweep", default="0.5,0.65", metavar="F,F", help="further constant-rate runs against the responder, as fractions of its best median (default 0.5,0.65; '' for none)")
-    parser.add_argument("--signer-batch-size", type=int, default=10_000, metavar="N", help="CERTSTATUS_SIGNER_BATCH_SIZE for the signer subprocesses (default 10000, the most allowed). A sweep chunk larger than the batch makes the signer call advance_sweep, which PostgreSQL refuses (a bug, see the report); only 64 chunks per issuer hold certificates, so with 10000 an issuer may have ~640,000 certificates; 0 leaves the product default of 500 (~32,000 per issuer)")
+    parser.add_argument("--signer-batch-size", type=int, default=0, metavar="N", help="CERTSTATUS_SIGNER_BATCH_SIZE for the signer subprocesses (default: the product's own). Before commit 6880777 a sweep chunk larger than one batch made the signer fail (advance_sweep), and only 64 of 256 chunks held certificates: run such code with 10000 and --moica-share 0.5, as the 2026-11-22 report did")
     parser.add_argument("--propagation-load", type=float, default=0.5, metavar="F", help="background load during the propagation phase, as a fraction of the 2-worker responder's median (default 0.5)")
     parser.add_argument("--constant-seconds", type=float, default=None, metavar="S", help="length of each constant-rate run (default 20; --quick: 6)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 50k certificates, 5 s runs, 1 round (not saved unless --save)")
