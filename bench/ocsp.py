@@ -1795,13 +1795,13 @@ def parse_args(argv: Sequence[str]) -> Options:
             "--processes 2' next to raw ECDSA P-256 signing with 2 processes and 1, and measure Redis memory per "
             "certificate; (3) wrk against the responder (1 and 2 workers) and nginx serving one real response as "
             "a static file (1 and 2 workers), GET and POST, Zipf-popular serials with revoked, suspended and "
-            "never-issued ones, 80 %% SHA-1 / 20 %% SHA-256 CertIDs, medians of rotating rounds, a sample of "
-            "answers checked against the ground truth; then latency at 80 %% of the responder's best rate with a "
+            "never-issued ones, 80 % SHA-1 / 20 % SHA-256 CertIDs, medians of rotating rounds, a sample of "
+            "answers checked against the ground truth; then latency at 80 % of the responder's best rate with a "
             "constant-rate generator; (4) with 'certstatus signer' running and the responder under load, revoke "
             "certificates one by one and time until the responder says revoked. Prints a Markdown report and "
             "writes it with the raw figures to bench/results/<YYYY-MM-DD>-ocsp.md and .json."
         ),
-        epilog="Goals: responder >= 40%% of nginx req/s; p99 < 10 ms at 80%% of that rate; pre-sign >= 80%% of raw "
+        epilog="Goals: responder >= 40% of nginx req/s; p99 < 10 ms at 80% of that rate; pre-sign >= 80% of raw "
         "signing on both cores; Redis < 1 KB per certificate; propagation p99 < 1 s, p50 < 100 ms. "
         "A full run takes about 15-20 minutes on 2 cores; --quick about 3. See bench/README.md.",
     )
