@@ -440,13 +440,14 @@ def _print_endpoints(cfg: Config, ep: Endpoints) -> None:
 
 
 async def cmd_serve(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .public import public_server, serve_workers
+    from .public import public_server, serve_workers, tune_gc
 
     ep = args.endpoints
     if cfg.workers > 1:
         await serve_workers(cfg, ep, lifetime, workers=cfg.workers)
         return EXIT_OK
     async with public_server(cfg, storage, ep.redis_url):
+        tune_gc()
         print(f"public responder on http://{cfg.public_host}:{cfg.public_port} (Ctrl-C stops it)", flush=True)
         await lifetime.wait()
     return EXIT_OK

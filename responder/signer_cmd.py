@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import multiprocessing
+import signal
 import time
 from typing import Any
 
 from ca_core.clock import SystemClock
+from ca_core.errors import CAError
 from ca_core.signer import Signer, SignerSettings
 from ca_core.storage import postgres as db
 
@@ -132,6 +134,9 @@ async def run_signer(
     if progress:
         progress.set(counter.value)
         progress.close()
+    failed = [p.exitcode for p in procs if p.exitcode not in (0, -signal.SIGTERM)]
+    if failed and (once or not stop.cancelled()):
+        raise CAError(f"{len(failed)} of {processes} signer processes failed (exit status {failed}); see the log above")
     if once:
         # The fills' markers: each child checked them after its own sweep, but the last
         # chunk may have been finished by another; one more check settles it.
