@@ -91,7 +91,8 @@ async def run_signer(
         await refiller.start_refill()
         await refiller.aclose()
     async with storage.pool.acquire() as conn:
-        ids = [i.id for i in await db.list_issuers(conn)]
+        # Issuing CAs only: the root has no OCSP signer (its certificates are on its CRL).
+        ids = [i.id for i in await db.list_issuers(conn) if i.kind == "issuing"]
         total = await db.count_certificates(conn, ids, SystemClock().now() - SignerSettings().expired_grace)
     progress = None if quiet else Progress("signing OCSP responses", total)
     if processes == 1:
