@@ -338,13 +338,13 @@ def _imports() -> None:
     global HashAlgorithm, ResponseSigner, SingleStatus, issuer_hashes, parse_request, load_issuer_signers
     global RevocationReason
     import asyncpg  # noqa: F401
+    import population as pop  # noqa: F401
     import redis.asyncio as redis_asyncio  # noqa: F401
     from cryptography import x509  # noqa: F401
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: F401
     from cryptography.x509 import ocsp  # noqa: F401
 
-    import population as pop  # noqa: F401
     from ca_core.clock import SystemClock  # noqa: F401
     from ca_core.keystore import KeyVault, Passphrase  # noqa: F401
     from ca_core.lifecycle import CertificateAuthority  # noqa: F401
@@ -964,11 +964,9 @@ def command_line(argv: Sequence[str]) -> str:
 
 
 def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    from issuance import _cpu_model as cpu_model  # bench/ is on sys.path when run as a script
+
+    return cpu_model()
 
 
 def code_root() -> Path:
@@ -1171,7 +1169,7 @@ async def run(opts: Options, svc: Any, procs: Processes, work_dir: Path, argv: S
         t0 = time.perf_counter()
         signer_cmd = [sys.executable, "-m", "responder", "--data-dir", str(svc.data_dir), "signer", "--once", "--processes", "2"]
         proc = subprocess.run(
-            signer_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=code_root()
+            signer_cmd, env=env, capture_output=True, text=True, cwd=code_root()
         )
         presign_wall = time.perf_counter() - t0
         sys.stderr.write(proc.stderr[-2000:])

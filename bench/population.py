@@ -260,7 +260,7 @@ def _worker_init(database_url: str, templates: Sequence[IssuerTemplates], counte
         key = serialization.load_der_private_key(it.key_der, None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         algorithm = ec.ECDSA(hashes.SHA256())
-        signers[it.issuer_id] = (lambda k: (lambda data: k.sign(data, algorithm)))(key)
+        signers[it.issuer_id] = (lambda k, a: (lambda data: k.sign(data, a)))(key, algorithm)
     _W["signers"] = signers
     _W["templates"] = {it.issuer_id: it for it in templates}
 
@@ -280,7 +280,7 @@ def _load_batch(job: tuple[int, int, bytes, dict[int, Listed], dt.datetime]) -> 
         raw = serial_blob[16 * i : 16 * i + 16]
         serial = int.from_bytes(raw, "big")
         t = it.templates[serial % it.partitions]
-        holder = "%016d" % (issuer_id * 10**13 + first + i)
+        holder = f"{issuer_id * 10**13 + first + i:016d}"
         der = assemble(t, serial, holder, sign)
         special = listed.get(i)
         if special is None:

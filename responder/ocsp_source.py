@@ -336,7 +336,8 @@ class OCSPSource:
             if stale is not None and recent and stale.next_update > self._time():
                 return stale
             raise
-        if not await self._server_trusted():
+        # The comparison in line: this runs for every Redis read, the await only on a new connection.
+        if self.fast.connections_made != self._validated_connection and not await self._server_trusted():
             raise RedisUnavailable("Redis server not yet checked by the signer")
         if value is None:
             return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import datetime as dt
 import gc
 import logging
 import multiprocessing
@@ -219,6 +218,3 @@ async def serve_workers(cfg: Config, ep: Endpoints, lifetime: server.Lifetime, *
                 p.kill()
                 await asyncio.to_thread(p.join, 1)
 
-
-def response_validity(cfg: Config) -> dt.timedelta:
-    return dt.timedelta(hours=cfg.ocsp_validity_hours)
