@@ -49,6 +49,7 @@ __all__ = [
     "issuer_hashes",
     "parse_request",
     "response_status",
+    "signature_algorithm",
 ]
 
 
@@ -359,7 +360,8 @@ _GOOD: Final = SingleStatus(False)
 _CERT_STATUS_GOOD: Final = b"\x80\x00"
 
 
-def _signature_algorithm(key: PrivateKey) -> bytes:
+def signature_algorithm(key: PrivateKey) -> bytes:
+    """The DER AlgorithmIdentifier this key signs with (also used by the CRL encoder)."""
     digest = signature_hash_for(key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         dotted = "1.2.840.10045.4.3.3" if isinstance(digest, hashes.SHA384) else "1.2.840.10045.4.3.2"
@@ -367,7 +369,7 @@ def _signature_algorithm(key: PrivateKey) -> bytes:
     if isinstance(key, rsa.RSAPrivateKey):
         dotted = "1.2.840.113549.1.1.12" if isinstance(digest, hashes.SHA384) else "1.2.840.113549.1.1.11"
         return tlv(0x30, _oid(dotted) + _NULL)  # RSA: NULL parameters (RFC 4055 5)
-    raise ConfigurationError(f"OCSP signing keys must be RSA or ECDSA, not {type(key).__name__}")
+    raise ConfigurationError(f"signing keys must be RSA or ECDSA, not {type(key).__name__}")
 
 
 def response_status(der: bytes) -> SingleStatus:
@@ -421,7 +423,7 @@ class ResponseSigner:
         self.hashes = issuer_hashes(issuer)
         responder_key_hash = hashlib.sha1(_subject_public_key_bits(responder)).digest()  # noqa: S324 - RFC 6960
         self._responder_id = tlv(0xA2, tlv(0x04, responder_key_hash))
-        self._sig_alg = _signature_algorithm(key)
+        self._sig_alg = signature_algorithm(key)
         self._certs = tlv(0xA0, tlv(0x30, responder.public_bytes(serialization.Encoding.DER)))
         self._cert_id_prefix = {
             h: h.algorithm_identifier + tlv(0x04, ih.name_hash) + tlv(0x04, ih.key_hash) for h, ih in self.hashes.items()
