@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Final
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +48,7 @@ __all__ = [
     "EncodedCRL",
     "crl_time",
     "encode_crl",
+    "encode_entries",
     "entry_der",
 ]
 
@@ -73,7 +75,14 @@ def crl_time(epoch_seconds: int) -> bytes:
     """A Time (RFC 5280 5.1.2.4): UTCTime ``YYMMDDHHMMSSZ`` for 1950-2049, else GeneralizedTime."""
     t = time.gmtime(epoch_seconds)
     if _UTC_START <= epoch_seconds < _UTC_END:
-        return b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (t.tm_year % 100, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+        return b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
+            t.tm_year % 100,
+            t.tm_mon,
+            t.tm_mday,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
     if not 0 < t.tm_year <= 9999:
         raise ValidationError(f"time {epoch_seconds} cannot be written in a CRL")
     return b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
@@ -109,6 +118,49 @@ def entry_der(serial: bytes, revoked_at: int, reason: int | None, invalidity: in
     if exts:
         inner += b"\x30" + _len(len(exts)) + exts
     return b"\x30" + _len(len(inner)) + inner
+
+
+def encode_entries(rows: Iterable[Sequence[Any]]) -> tuple[list[bytes], int]:
+    """Encode many revokedCertificates entries; returns them with their total length.
+
+    Each row's first four items are ``(serial, revoked_at, reason, invalidity)`` as for
+    :func:`entry_der` (database records work as they are). The same encoding as
+    :func:`entry_der`, written out inline: this loop is most of the time it takes to build
+    a CRL of a million entries.
+    """
+    L, reasons, utc_start, utc_end, gmtime = _LENGTHS, _REASON_EXT, _UTC_START, _UTC_END, time.gmtime
+    out: list[bytes] = []
+    append = out.append
+    length = 0
+    last_t, last_time = None, b""
+    for row in rows:
+        serial, revoked_at, reason, invalidity = row[0], row[1], row[2], row[3]
+        if serial[0] & 0x80:
+            serial = b"\x00" + serial
+        if revoked_at != last_t:
+            if utc_start <= revoked_at < utc_end:
+                t = gmtime(revoked_at)
+                last_time = b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
+                    t.tm_year % 100, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)  # fmt: skip
+            else:
+                last_time = crl_time(revoked_at)
+            last_t = revoked_at
+        inner = b"\x02" + L[len(serial)] + serial + last_time
+        if reason or invalidity is not None:
+            if reason:
+                try:
+                    exts = reasons[reason]
+                except KeyError:
+                    raise ValidationError(f"{reason} is not a CRLReason code") from None
+            else:
+                exts = b""
+            if invalidity is not None:
+                exts += b"\x30\x18" + _OID_INVALIDITY + b"\x04\x11" + _generalized(invalidity)
+            inner += b"\x30" + L[len(exts)] + exts
+        der = b"\x30" + L[len(inner)] + inner
+        append(der)
+        length += len(der)
+    return out, length
 
 
 def _extension(ext: x509.ExtensionType, *, critical: bool) -> bytes:
@@ -179,7 +231,10 @@ class CRLParams:
             out.append(_extension(x509.DeltaCRLIndicator(self.delta_base), critical=True))
         if self.freshest_url is not None:
             point = x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(self.freshest_url)], relative_name=None, reasons=None, crl_issuer=None
+                full_name=[x509.UniformResourceIdentifier(self.freshest_url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
             )
             out.append(_extension(x509.FreshestCRL([point]), critical=False))
         return out
@@ -237,51 +292,23 @@ class CRLEncoder:
         if len(self._pending) >= _FLUSH_EVERY:
             self._flush()
 
-    def add_rows(self, rows: Iterable[tuple[bytes, int, int | None, int | None]]) -> None:
-        """Append many entries: ``(serial, revoked_at, reason, invalidity)`` tuples.
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Append many entries: rows whose first four items are ``(serial, revoked_at,
+        reason, invalidity)`` as for :func:`entry_der`."""
+        it = iter(rows)
+        while batch := list(itertools.islice(it, _FLUSH_EVERY)):
+            ders, length = encode_entries(batch)
+            self.add_encoded(ders, length)
 
-        The same encoding as :func:`entry_der`, written out inline: this loop is most of
-        the time it takes to build a CRL of a million entries.
-        """
-        L, reasons, pending = _LENGTHS, _REASON_EXT, self._pending
-        utc_start, utc_end, gmtime = _UTC_START, _UTC_END, time.gmtime
-        length = 0
-        n = 0
-        last_t, last_time = None, b""
-        for serial, revoked_at, reason, invalidity in rows:
-            if serial[0] & 0x80:
-                serial = b"\x00" + serial
-            if revoked_at != last_t:
-                if utc_start <= revoked_at < utc_end:
-                    t = gmtime(revoked_at)
-                    last_time = b"\x17\x0d%02d%02d%02d%02d%02d%02dZ" % (
-                        t.tm_year % 100, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)  # fmt: skip
-                else:
-                    last_time = crl_time(revoked_at)
-                last_t = revoked_at
-            inner = b"\x02" + L[len(serial)] + serial + last_time
-            if reason or invalidity is not None:
-                if reason:
-                    try:
-                        exts = reasons[reason]
-                    except KeyError:
-                        raise ValidationError(f"{reason} is not a CRLReason code") from None
-                else:
-                    exts = b""
-                if invalidity is not None:
-                    exts += b"\x30\x18" + _OID_INVALIDITY + b"\x04\x11" + _generalized(invalidity)
-                inner += b"\x30" + L[len(exts)] + exts
-            der = b"\x30" + L[len(inner)] + inner
-            pending.append(der)
-            length += len(der)
-            n += 1
-            if len(pending) >= _FLUSH_EVERY:
-                self._length += length
-                self.count += n
-                length = n = 0
-                self._flush()
+    def add_encoded(self, ders: list[bytes], length: int) -> None:
+        """Append entries already encoded by :func:`encode_entries` (``length`` is the sum of
+        their lengths): one encoding can feed several CRLs, as the full and the partition
+        CRLs share their entries."""
+        self._pending.extend(ders)
         self._length += length
-        self.count += n
+        self.count += len(ders)
+        if len(self._pending) >= _FLUSH_EVERY:
+            self._flush()
 
     def _flush(self) -> None:
         if self._pending:
@@ -374,9 +401,7 @@ class EncodedCRL:
         self.spool.close()
 
 
-def encode_crl(
-    params: CRLParams, signer: CRLSigner, rows: Iterable[tuple[bytes, int, int | None, int | None]]
-) -> bytes:
+def encode_crl(params: CRLParams, signer: CRLSigner, rows: Iterable[Sequence[Any]]) -> bytes:
     """A whole CRL in memory, for small ones (deltas, tests)."""
     enc = CRLEncoder(params, signer)
     try:
@@ -384,4 +409,3 @@ def encode_crl(
         return enc.finish().der()
     finally:
         enc.close()
-

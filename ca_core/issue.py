@@ -302,13 +302,9 @@ def build_end_entity(
         )
         # RFC 5280 4.2.1.15: freshestCRL must be non-critical. Its delta has the scope of
         # the partition named just above (5.2.4), not the issuer-wide one.
-        .add_extension(
-            x509.FreshestCRL([_distribution_point(urls.delta_crl(issuer.slug, partition))]), critical=False
-        )
+        .add_extension(x509.FreshestCRL([_distribution_point(urls.delta_crl(issuer.slug, partition))]), critical=False)
         .add_extension(_policies(profile.policy_oids), critical=False)
     )
     if subject.email:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), critical=False)
     return builder.sign(issuer.key, signature_hash_for(issuer.key))

@@ -145,9 +145,7 @@ def check_public_key(key: object) -> KeyType:
 
 def signature_hash_for(key: PublicKey | PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     """The digest to sign with: SHA-384 for P-384 keys, SHA-256 otherwise."""
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and isinstance(
-        key.curve, ec.SECP384R1
-    ):
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and isinstance(key.curve, ec.SECP384R1):
         return hashes.SHA384()
     return hashes.SHA256()
 

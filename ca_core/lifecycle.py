@@ -159,8 +159,7 @@ def plan_transition(
         # Suspension is for holders who lost a card. A CA or OCSP signer that must stop
         # is revoked (and an OCSP signer, carrying ocsp-nocheck, is simply replaced).
         raise IllegalTransition(
-            f"certificate {record.serial_hex} is an {record.profile} certificate: it can be revoked, "
-            f"not {op.past}",
+            f"certificate {record.serial_hex} is an {record.profile} certificate: it can be revoked, not {op.past}",
             current=record.status.value,
             operation=op.value,
         )
@@ -232,9 +231,7 @@ def _check_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not isinstance(key, str) or not 1 <= len(key) <= _MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise ValidationError(
-            f"the idempotency key must be 1-{_MAX_IDEMPOTENCY_KEY} printable characters"
-        )
+        raise ValidationError(f"the idempotency key must be 1-{_MAX_IDEMPOTENCY_KEY} printable characters")
     return key
 
 
@@ -308,16 +305,25 @@ class CertificateAuthority:
         return record
 
     async def find(
-        self, *, holder_id: str | None = None, issuer: str | None = None, status: CertStatus | None = None, limit: int = 100
+        self,
+        *,
+        holder_id: str | None = None,
+        issuer: str | None = None,
+        status: CertStatus | None = None,
+        limit: int = 100,
     ) -> list[CertRecord]:
         if not 1 <= limit <= 1000:
             raise ValidationError("limit must be between 1 and 1000")
         with db.storage_errors("search certificates"):
             async with self._pool.acquire() as conn:
                 issuer_id = await self._issuer_id(conn, issuer) if issuer is not None else None
-                return await db.find_certificates(conn, holder_id=holder_id, issuer_id=issuer_id, status=status, limit=limit)
+                return await db.find_certificates(
+                    conn, holder_id=holder_id, issuer_id=issuer_id, status=status, limit=limit
+                )
 
-    async def audit(self, *, issuer: str | None = None, serial: int | str | None = None, limit: int = 100) -> list[AuditEntry]:
+    async def audit(
+        self, *, issuer: str | None = None, serial: int | str | None = None, limit: int = 100
+    ) -> list[AuditEntry]:
         with db.storage_errors("read the audit log"):
             async with self._pool.acquire() as conn:
                 issuer_id = await self._issuer_id(conn, issuer) if issuer is not None else None
@@ -387,8 +393,16 @@ class CertificateAuthority:
                 serial = random_serial()
                 partition = partition_for(serial, signer.row.crl_partitions)
                 build = functools.partial(
-                    build_end_entity, signer.ca, chosen, holder, key, serial=serial, partition=partition,
-                    now=now, urls=self._urls, validity=validity,
+                    build_end_entity,
+                    signer.ca,
+                    chosen,
+                    holder,
+                    key,
+                    serial=serial,
+                    partition=partition,
+                    now=now,
+                    urls=self._urls,
+                    validity=validity,
                 )
                 # An RSA signature takes milliseconds: a worker thread keeps the event loop
                 # free, and cryptography releases the GIL, so signings use every core.
@@ -411,7 +425,9 @@ class CertificateAuthority:
                     break
             else:  # pragma: no cover - three 126-bit collisions in a row
                 raise CAError("could not find a free serial number; the random source is suspect")
-            await db.insert_outbox(conn, issuer_id=signer.id, serial=serial, event="issued", status=CertStatus.GOOD, now=now)
+            await db.insert_outbox(
+                conn, issuer_id=signer.id, serial=serial, event="issued", status=CertStatus.GOOD, now=now
+            )
             await db.insert_audit(
                 conn,
                 actor=actor,
@@ -419,7 +435,12 @@ class CertificateAuthority:
                 issuer_id=signer.id,
                 serial=serial,
                 before=None,
-                after={"profile": chosen.name, "subject": record.subject, "not_after": record.not_after.isoformat(), **_status_json(record)},
+                after={
+                    "profile": chosen.name,
+                    "subject": record.subject,
+                    "not_after": record.not_after.isoformat(),
+                    **_status_json(record),
+                },
                 idempotency_key=idempotency_key,
                 now=now,
             )
@@ -449,8 +470,13 @@ class CertificateAuthority:
             )
         key = await asyncio.to_thread(generate_private_key, key_type)
         record = await self.issue(
-            issuer=issuer, profile=profile, actor=actor, public_key=key.public_key(), subject=subject,
-            validity=validity, idempotency_key=idempotency_key,
+            issuer=issuer,
+            profile=profile,
+            actor=actor,
+            public_key=key.public_key(),
+            subject=subject,
+            validity=validity,
+            idempotency_key=idempotency_key,
         )
         return record, key
 
@@ -474,15 +500,24 @@ class CertificateAuthority:
         else:
             parsed = RevocationReason.parse(reason)
         return await self._change(
-            Operation.REVOKE, issuer, serial, actor=actor, reason=parsed,
-            invalidity_date=invalidity_date, idempotency_key=idempotency_key,
+            Operation.REVOKE,
+            issuer,
+            serial,
+            actor=actor,
+            reason=parsed,
+            invalidity_date=invalidity_date,
+            idempotency_key=idempotency_key,
         )
 
-    async def suspend(self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None) -> CertRecord:
+    async def suspend(
+        self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None
+    ) -> CertRecord:
         """Suspend (停用): the certificate is listed as certificateHold until resumed."""
         return await self._change(Operation.SUSPEND, issuer, serial, actor=actor, idempotency_key=idempotency_key)
 
-    async def resume(self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None) -> CertRecord:
+    async def resume(
+        self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None
+    ) -> CertRecord:
         """Resume (復用) a suspended certificate: it is good again."""
         return await self._change(Operation.RESUME, issuer, serial, actor=actor, idempotency_key=idempotency_key)
 
@@ -535,7 +570,9 @@ class CertificateAuthority:
                 invalidity_date=change.invalidity_date,
                 now=now,
             )
-            await db.insert_outbox(conn, issuer_id=issuer_id, serial=number, event=_EVENTS[op], status=after.status, now=now)
+            await db.insert_outbox(
+                conn, issuer_id=issuer_id, serial=number, event=_EVENTS[op], status=after.status, now=now
+            )
             await db.insert_audit(
                 conn,
                 actor=actor,
@@ -559,9 +596,7 @@ class CertificateAuthority:
             return None
         claim = await db.claim_idempotency_key(conn, actor=actor, key=key, operation=operation, request_hash=request)
         if claim.conflict:
-            raise IdempotencyConflict(
-                f"idempotency key {key!r} was already used by {actor} for a different request"
-            )
+            raise IdempotencyConflict(f"idempotency key {key!r} was already used by {actor} for a different request")
         return claim.response if not claim.new else None
 
     async def _remember(self, conn: asyncpg.Connection, actor: str, key: str | None, record: CertRecord) -> None:

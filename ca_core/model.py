@@ -80,8 +80,7 @@ class RevocationReason(enum.IntEnum):
             if key == reason.name.lower().replace("_", ""):
                 return reason
         raise ValidationError(
-            f"revocation reason {text!r} is not an RFC 5280 CRLReason "
-            f"(valid: {', '.join(r.rfc_name for r in cls)})"
+            f"revocation reason {text!r} is not an RFC 5280 CRLReason (valid: {', '.join(r.rfc_name for r in cls)})"
         )
 
 

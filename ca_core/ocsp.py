@@ -426,7 +426,8 @@ class ResponseSigner:
         self._sig_alg = signature_algorithm(key)
         self._certs = tlv(0xA0, tlv(0x30, responder.public_bytes(serialization.Encoding.DER)))
         self._cert_id_prefix = {
-            h: h.algorithm_identifier + tlv(0x04, ih.name_hash) + tlv(0x04, ih.key_hash) for h, ih in self.hashes.items()
+            h: h.algorithm_identifier + tlv(0x04, ih.name_hash) + tlv(0x04, ih.key_hash)
+            for h, ih in self.hashes.items()
         }
         digest = signature_hash_for(key)
         #: ECDSA signs in tens of microseconds: cheaper in line than a thread hop. RSA does not.

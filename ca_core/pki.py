@@ -98,9 +98,7 @@ class PKISummary:
 
 
 def _spki(key: PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 async def _store_key(
@@ -112,7 +110,13 @@ async def _store_key(
 
 
 async def _record_ca_certificate(
-    conn: asyncpg.Connection, *, issuer_id: int, issuer_name: str, cert: x509.Certificate, profile: str, now: dt.datetime
+    conn: asyncpg.Connection,
+    *,
+    issuer_id: int,
+    issuer_name: str,
+    cert: x509.Certificate,
+    profile: str,
+    now: dt.datetime,
 ) -> None:
     record = await db.insert_certificate(
         conn,
@@ -136,7 +140,9 @@ async def _record_ca_certificate(
     )
 
 
-async def _audit(conn: asyncpg.Connection, actor: str, action: str, issuer_id: int, cert: x509.Certificate, now: dt.datetime) -> None:
+async def _audit(
+    conn: asyncpg.Connection, actor: str, action: str, issuer_id: int, cert: x509.Certificate, now: dt.datetime
+) -> None:
     await db.insert_audit(
         conn,
         actor=actor,
@@ -245,7 +251,14 @@ async def _create_issuing_ca(
     )
     await _audit(conn, actor, "issuer.create", root_id, cert, now)
     signer = await _issue_ocsp_signer(
-        conn, vault, SigningCA(spec.name, cert, key), row.id, spec.ocsp_key_type, now=now, actor=actor, validity=ocsp_validity
+        conn,
+        vault,
+        SigningCA(spec.name, cert, key),
+        row.id,
+        spec.ocsp_key_type,
+        now=now,
+        actor=actor,
+        validity=ocsp_validity,
     )
     return cert, signer
 
@@ -307,7 +320,11 @@ async def init_pki(
     # RSA-4096 generation can take seconds: off the event loop, so Ctrl-C is heard.
     root_key = await asyncio.to_thread(generate_private_key, root_key_type)
     root_cert = build_root(
-        root_key, subject=ca_name(f"{organization} Root CA", organization), serial=random_serial(), now=now, validity=ROOT_VALIDITY
+        root_key,
+        subject=ca_name(f"{organization} Root CA", organization),
+        serial=random_serial(),
+        now=now,
+        validity=ROOT_VALIDITY,
     )
     async with db.transaction(pool, "initialise the CA") as conn:
         # Serialise concurrent 'ca init' runs; the second sees the first one's root.
@@ -334,9 +351,17 @@ async def init_pki(
         signers: dict[str, x509.Certificate] = {}
         for spec in issuers:
             made[spec.name], signers[spec.name] = await _create_issuing_ca(
-                conn, vault, root, root_row.id, spec,
-                organization=organization, urls=urls, now=now, actor=actor,
-                ocsp_validity=ocsp_validity, policy_oids=policy_oids,
+                conn,
+                vault,
+                root,
+                root_row.id,
+                spec,
+                organization=organization,
+                urls=urls,
+                now=now,
+                actor=actor,
+                ocsp_validity=ocsp_validity,
+                policy_oids=policy_oids,
             )
     return PKISummary(root=root_cert, issuers=made, ocsp_signers=signers)
 
@@ -362,9 +387,17 @@ async def add_issuer(
             raise UnknownIssuer("the CA is not initialised yet; run 'certstatus ca init' first")
         root = await load_signing_ca(conn, vault, roots[0])
         return await _create_issuing_ca(
-            conn, vault, root, roots[0].id, spec,
-            organization=organization, urls=urls, now=now, actor=actor,
-            ocsp_validity=ocsp_validity, policy_oids=policy_oids,
+            conn,
+            vault,
+            root,
+            roots[0].id,
+            spec,
+            organization=organization,
+            urls=urls,
+            now=now,
+            actor=actor,
+            ocsp_validity=ocsp_validity,
+            policy_oids=policy_oids,
         )
 
 

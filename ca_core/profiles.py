@@ -59,7 +59,9 @@ _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _HOLDER_ID = re.compile(r"^[0-9]{16}$")
 # A deliberately plain check: rfc822Name is an IA5String, so ASCII only, and we
 # want a visible mistake refused rather than every RFC 5322 oddity accepted.
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 #: ub-common-name (RFC 5280 Appendix A).
 _MAX_CN = 64
 
@@ -100,9 +102,7 @@ class PublicURLs:
             raise ConfigurationError(f"public base URL {self.base!r} must not have a query or fragment")
         parts = urlsplit(self.base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(
-                f"public base URL {self.base!r} must be an absolute http:// or https:// URL"
-            )
+            raise ConfigurationError(f"public base URL {self.base!r} must be an absolute http:// or https:// URL")
         object.__setattr__(self, "base", self.base.rstrip("/"))
 
     @property
@@ -204,7 +204,9 @@ class HolderSubject:
                 if not isinstance(value, str):
                     raise BadSubject(f"subject attribute {attr.oid._name} is not a string")
                 seen[attr.oid] = value
-        missing = [oid._name for oid in (NameOID.COUNTRY_NAME, NameOID.COMMON_NAME, NameOID.SERIAL_NUMBER) if oid not in seen]
+        missing = [
+            oid._name for oid in (NameOID.COUNTRY_NAME, NameOID.COMMON_NAME, NameOID.SERIAL_NUMBER) if oid not in seen
+        ]
         if missing:
             raise BadSubject(f"the subject lacks {', '.join(missing)}: it needs C=TW, CN and serialNumber")
         if seen[NameOID.COUNTRY_NAME] != "TW":

@@ -358,8 +358,10 @@ class Signer:
                             for i in range(0, len(rows), self.settings.batch_size):
                                 batch = rows[i : i + self.settings.batch_size]
                                 await store.write_responses(self.fast, self.sign_rows(batch, now), publish=True)
-                        _log.info("issuer %s: OCSP responses missing or possibly stale in Redis; full fill started",
-                                  issuing.issuer.name)
+                        _log.info(
+                            "issuer %s: OCSP responses missing or possibly stale in Redis; full fill started",
+                            issuing.issuer.name,
+                        )
                     continue
                 if state.chunks_pending or state.oldest_pass_started_at is None:
                     continue

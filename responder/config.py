@@ -121,6 +121,35 @@ class Config:
     signer_batch_size: int = _field(
         500, "CERTSTATUS_SIGNER_BATCH_SIZE", "OCSP responses the signer signs and writes per round trip."
     )
+    crl_interval_hours: int = _field(
+        24, "CERTSTATUS_CRL_INTERVAL_HOURS",
+        "A new full CRL (and partition CRLs) at least this often; the model CA reissues daily.",
+    )
+    crl_validity_hours: int = _field(
+        48, "CERTSTATUS_CRL_VALIDITY_HOURS",
+        "thisUpdate to nextUpdate of full and partition CRLs; longer than the interval, so a late run leaves no gap.",
+    )
+    crl_delta_interval_seconds: int = _field(
+        60, "CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS",
+        "Shortest time between delta CRLs while changes come in: a revocation is on the delta and the stream "
+        "within this (plus about a second).",
+    )
+    crl_delta_validity_minutes: int = _field(
+        60, "CERTSTATUS_CRL_DELTA_VALIDITY_MINUTES",
+        "thisUpdate to nextUpdate of delta CRLs; reissued, changes or not, when half of it has passed.",
+    )
+    crl_expired_grace_days: int = _field(
+        7, "CERTSTATUS_CRL_EXPIRED_GRACE_DAYS",
+        "A revoked certificate leaves full CRLs this long after it expires (at least one CRL interval, RFC 5280 5.1.2.6).",
+    )
+    crl_stream_history: int = _field(
+        1440, "CERTSTATUS_CRL_STREAM_HISTORY",
+        "Delta CRLs kept for push-stream subscribers that reconnect (a day of per-minute deltas).",
+    )
+    crl_cache_mb: int = _field(
+        64, "CERTSTATUS_CRL_CACHE_MB",
+        "CRL bytes each responder process keeps in memory (larger CRLs are streamed from Redis).",
+    )
     db_pool_size: int = _field(10, "CERTSTATUS_DB_POOL_SIZE", "PostgreSQL connections per process.")
     log_level: str = _field("INFO", "CERTSTATUS_LOG_LEVEL", f"One of {', '.join(_LOG_LEVELS)}.")
 
@@ -157,6 +186,22 @@ class Config:
             raise bad("ocsp_cache_entries", "must be between 0 and 50000000")
         if not 1 <= self.signer_batch_size <= 10_000:
             raise bad("signer_batch_size", "must be between 1 and 10000")
+        if not 1 <= self.crl_interval_hours <= 24 * 30:
+            raise bad("crl_interval_hours", "must be between 1 and 720 hours")
+        if not self.crl_interval_hours < self.crl_validity_hours <= 24 * 60:
+            raise bad("crl_validity_hours", "must be longer than CERTSTATUS_CRL_INTERVAL_HOURS and at most 1440 hours")
+        if not 1 <= self.crl_delta_interval_seconds <= 86_400:
+            raise bad("crl_delta_interval_seconds", "must be between 1 and 86400 seconds")
+        if not self.crl_delta_interval_seconds < self.crl_delta_validity_minutes * 60 <= 7 * 86_400:
+            raise bad("crl_delta_validity_minutes",
+                      "must be longer than CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS and at most 7 days")  # fmt: skip
+        if not self.crl_interval_hours <= self.crl_expired_grace_days * 24 <= 3660 * 24:
+            raise bad("crl_expired_grace_days",
+                      "must cover at least one CRL interval (RFC 5280 5.1.2.6) and at most 3660 days")  # fmt: skip
+        if not 1 <= self.crl_stream_history <= 100_000:
+            raise bad("crl_stream_history", "must be between 1 and 100000")
+        if not 0 <= self.crl_cache_mb <= 65_536:
+            raise bad("crl_cache_mb", "must be between 0 and 65536")
         if not 1 <= self.db_pool_size <= 500:
             raise bad("db_pool_size", "must be between 1 and 500")
         if self.log_level not in _LOG_LEVELS:

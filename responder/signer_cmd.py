@@ -1,9 +1,10 @@
-"""``certstatus signer``: run the OCSP signer, in one process or several.
+"""``certstatus signer``: run the OCSP signer and the CRL publisher, in one process or several.
 
 With ``--processes N`` the command starts N signer processes that share the work through
-PostgreSQL leases (nothing is signed twice) and shows their combined progress.
-``--once`` signs whatever is due (a first fill, a refill) and exits: handy after a bulk
-load and in scripts. ``--refill`` makes every response due now (re-sign everything).
+PostgreSQL leases (nothing is signed twice) and shows their combined progress; the first
+of them also publishes CRLs. ``--once`` signs whatever is due (a first fill, a refill),
+publishes the CRLs that are due, and exits: handy after a bulk load and in scripts.
+``--refill`` makes every response due now (re-sign everything).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from ca_core.clock import SystemClock
+from ca_core.crl_publisher import CRLPublisher, CRLSettings
 from ca_core.errors import CAError
 from ca_core.signer import Signer, SignerSettings
 from ca_core.storage import postgres as db
@@ -27,11 +29,53 @@ from .progress import Progress
 from .public import _die_with_parent
 from .runtime import Endpoints, Storage, open_storage, vault
 
-__all__ = ["make_signer", "run_signer", "signer_settings"]
+__all__ = ["crl_settings", "make_publisher", "make_signer", "run_signer", "signer_settings"]
 
 
 def signer_settings(cfg: Config) -> SignerSettings:
     return SignerSettings(validity=dt.timedelta(hours=cfg.ocsp_validity_hours), batch_size=cfg.signer_batch_size)
+
+
+def crl_settings(cfg: Config) -> CRLSettings:
+    return CRLSettings(
+        full_interval=dt.timedelta(hours=cfg.crl_interval_hours),
+        validity=dt.timedelta(hours=cfg.crl_validity_hours),
+        delta_interval=dt.timedelta(seconds=cfg.crl_delta_interval_seconds),
+        delta_validity=dt.timedelta(minutes=cfg.crl_delta_validity_minutes),
+        expired_grace=dt.timedelta(days=cfg.crl_expired_grace_days),
+        stream_history=cfg.crl_stream_history,
+    )
+
+
+def make_publisher(cfg: Config, storage: Storage, on_published: Any = None) -> CRLPublisher:
+    return CRLPublisher(storage.pool, storage.redis, vault(cfg), SystemClock(), cfg.urls(), crl_settings(cfg),
+                        on_published=on_published)  # fmt: skip
+
+
+async def run_with_publisher(signer: Signer, publisher: CRLPublisher | None, lifetime: server.Lifetime) -> None:
+    """The signer's loops and the CRL publisher's, until the lifetime ends."""
+    tasks = [asyncio.create_task(signer.run())]
+    if publisher is not None:
+        tasks.append(asyncio.create_task(publisher.run()))
+    stop = asyncio.ensure_future(lifetime.wait())
+    try:
+        done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stop:
+                t.result()  # a loop that ended by itself failed: say why
+    finally:
+        stop.cancel()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+
+async def publish_due(publisher: CRLPublisher) -> None:
+    """``--once``: publish the CRLs that are due now."""
+    await publisher.load_issuers()
+    await publisher.tick()
 
 
 def make_signer(cfg: Config, storage: Storage, on_signed: Any = None) -> Signer:
@@ -52,7 +96,7 @@ async def sign_due(signer: Signer) -> int:
     return total
 
 
-def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, once: bool) -> None:
+def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, once: bool, index: int) -> None:
     _die_with_parent()
     configure_logging(cfg)
     server.install_interrupt_handlers()
@@ -65,15 +109,14 @@ def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, 
         async with open_storage(Endpoints(database_url, redis_url, None), cfg, migrate=False) as storage:
             signer = make_signer(cfg, storage, count)
             await signer.load_issuers()
+            publisher = make_publisher(cfg, storage) if index == 0 else None
             if once:
                 await sign_due(signer)
+                if publisher is not None:
+                    await publish_due(publisher)
                 await signer.aclose()
                 return
-            task = asyncio.create_task(signer.run())
-            await lifetime.wait()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await run_with_publisher(signer, publisher, lifetime)
 
     with contextlib.suppress(server.Interrupted, KeyboardInterrupt):
         server.run(main)
@@ -98,22 +141,20 @@ async def run_signer(
     if processes == 1:
         signer = make_signer(cfg, storage, progress.update if progress else None)
         await signer.load_issuers()
+        publisher = make_publisher(cfg, storage)
         if once:
             await sign_due(signer)
+            await publish_due(publisher)
             await signer.aclose()
         else:
-            task = asyncio.create_task(signer.run())
-            await lifetime.wait()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await run_with_publisher(signer, publisher, lifetime)
         if progress:
             progress.close()
         return 0
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
     procs = [
-        ctx.Process(target=_signer_entry, args=(cfg, ep.database_url, ep.redis_url, counter, once), name=f"signer-{i}")
+        ctx.Process(target=_signer_entry, args=(cfg, ep.database_url, ep.redis_url, counter, once, i), name=f"signer-{i}")
         for i in range(processes)
     ]
     for p in procs:

@@ -36,7 +36,7 @@ ISSUERS = ("moica", "gca")
 
 # Every table the application writes, children first.
 _TABLES = (
-    "ocsp_sweep", "ocsp_fill", "idempotency_keys", "audit_log", "outbox", "crl_numbers", "ocsp_signers",
+    "crl_publications", "ocsp_sweep", "ocsp_fill", "idempotency_keys", "audit_log", "outbox", "crl_numbers", "ocsp_signers",
     "certificates", "issuers", "sealed_keys",
 )
 

@@ -154,9 +154,14 @@ class _Server:
 
     # Subclasses provide these.
     def prepare(self) -> None: ...
-    def command(self) -> list[str]: raise NotImplementedError
-    def running_pid(self) -> int | None: raise NotImplementedError
-    def is_ready(self) -> bool: raise NotImplementedError
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def running_pid(self) -> int | None:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
 
     def start_or_attach(self) -> None:
         self.prepare()
@@ -249,8 +254,10 @@ class _Postgres(_Server):
         self._run(
             [
                 str(self.bin / "initdb"),
-                "-D", str(staging),
-                "-U", DATABASE_USER,
+                "-D",
+                str(staging),
+                "-U",
+                DATABASE_USER,
                 # Only the owner can reach the 0700 socket directory; TCP is refused outright,
                 # even if someone later starts this cluster listening on localhost.
                 "--auth-local=trust",
@@ -283,23 +290,31 @@ class _Postgres(_Server):
         if result.returncode != 0:
             shutil.rmtree(cleanup, ignore_errors=True)
             raise StorageError(
-                f"{what} failed with status {result.returncode}:\n"
-                + result.stdout.decode(errors="replace")[-2000:]
+                f"{what} failed with status {result.returncode}:\n" + result.stdout.decode(errors="replace")[-2000:]
             )
 
     def command(self) -> list[str]:
         return self._wrap(
             [
                 str(self.bin / "postgres"),
-                "-D", str(self.pgdata),
-                "-p", str(PG_PORT),
-                "-c", "listen_addresses=",
-                "-c", f"unix_socket_directories={self.run_dir}",
-                "-c", "unix_socket_permissions=0700",
-                "-c", "max_connections=200",
-                "-c", "shared_buffers=256MB",
-                "-c", "logging_collector=off",
-                "-c", "log_min_messages=warning",
+                "-D",
+                str(self.pgdata),
+                "-p",
+                str(PG_PORT),
+                "-c",
+                "listen_addresses=",
+                "-c",
+                f"unix_socket_directories={self.run_dir}",
+                "-c",
+                "unix_socket_permissions=0700",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=256MB",
+                "-c",
+                "logging_collector=off",
+                "-c",
+                "log_min_messages=warning",
             ]
         )
 
@@ -405,9 +420,7 @@ class EmbeddedServices:
         attached to its servers to finish (seconds) before stopping them anyway.
     """
 
-    def __init__(
-        self, data_dir: Path, *, postgres: bool = True, valkey: bool = True, stop_grace: float = 30.0
-    ) -> None:
+    def __init__(self, data_dir: Path, *, postgres: bool = True, valkey: bool = True, stop_grace: float = 30.0) -> None:
         self.data_dir = data_dir.expanduser().resolve()
         if any(not ch.isprintable() for ch in str(self.data_dir)):
             raise StorageError(f"the data directory {str(self.data_dir)!r} contains control characters")

@@ -45,6 +45,9 @@ __all__ = [
 _MIGRATION_LOCK = 0x6365727473746174
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 OUTBOX_CHANNEL = "certstatus_outbox"
+#: Advisory lock classes (the two-key form: class, issuer id) of the CRL publisher.
+_CRL_CUT_LOCK = 0x63726C63  # "crlc": status changes hold it shared, a cut exclusively
+_CRL_PUBLISH_LOCK = 0x63726C70  # "crlp": one publisher per issuer at a time
 
 
 @contextlib.contextmanager
@@ -491,6 +494,11 @@ async def insert_outbox(
     conn: asyncpg.Connection, *, issuer_id: int, serial: int, event: str, status: CertStatus, now: dt.datetime
 ) -> int:
     """Queue a status event for the signer, and wake it once the transaction commits."""
+    if event != "issued":
+        # A change of what the CRLs list holds the issuer's cut lock (shared) until it
+        # commits; the CRL publisher takes it exclusively for an instant to see a
+        # consistent cut of the outbox (crl_snapshot).
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _CRL_CUT_LOCK, issuer_id)
     # One round trip: the insert and its NOTIFY. NOTIFY is transactional: listeners hear
     # it only if this transaction commits.
     event_id = await conn.fetchval(
@@ -620,9 +628,7 @@ async def claim_idempotency_key(
 async def store_idempotency_response(
     conn: asyncpg.Connection, *, actor: str, key: str, response: dict[str, Any]
 ) -> None:
-    await conn.execute(
-        "UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2", actor, key, response
-    )
+    await conn.execute("UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2", actor, key, response)
 
 
 @contextlib.asynccontextmanager
@@ -927,3 +933,161 @@ async def copy_certificates(conn: asyncpg.Connection, records: Sequence[tuple[An
     with storage_errors("bulk-loading certificates"):
         await conn.copy_records_to_table("certificates", records=records, columns=list(CERTIFICATE_COPY_COLUMNS))
     return len(records)
+
+
+# CRLs -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CRLPublication:
+    issuer_id: int
+    number: int
+    kind: str
+    base_number: int | None
+    outbox_mark: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+    entries: int
+    bytes: int
+    published_at: dt.datetime
+
+
+async def try_crl_publish_lock(conn: asyncpg.Connection, issuer_id: int) -> bool:
+    """Become the issuer's only CRL publisher for as long as ``conn`` holds the lock
+    (session level: release with :func:`crl_publish_unlock`)."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", _CRL_PUBLISH_LOCK, issuer_id))
+
+
+async def crl_publish_unlock(conn: asyncpg.Connection, issuer_id: int) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", _CRL_PUBLISH_LOCK, issuer_id)
+
+
+async def allocate_crl_number(conn: asyncpg.Connection, issuer_id: int, now: dt.datetime) -> int:
+    """The next CRL number of an issuer, committed at once (outside any transaction): a
+    number is never handed out twice, even when the publication that took it fails."""
+    return int(
+        await conn.fetchval(
+            """INSERT INTO crl_numbers (issuer_id, last_number, updated_at) VALUES ($1, 1, $2)
+               ON CONFLICT (issuer_id) DO UPDATE SET last_number = crl_numbers.last_number + 1, updated_at = $2
+               RETURNING last_number""",
+            issuer_id,
+            now,
+        )
+    )
+
+
+@contextlib.asynccontextmanager
+async def crl_snapshot(conn: asyncpg.Connection, issuer_id: int) -> AsyncIterator[int]:
+    """A read-only REPEATABLE READ transaction on ``conn`` holding an exact cut of the
+    issuer's status changes; yields the outbox id up to which every event is visible.
+
+    Outbox ids are handed out when an event is inserted, not when it commits, so "the
+    highest id I can see" alone could skip a change that commits late. Every status change
+    holds the issuer's cut lock shared until it commits (:func:`insert_outbox`); taking it
+    exclusively waits for those in flight and holds off new ones for the instant it takes
+    to start the snapshot. Then every event up to the mark is in the snapshot, and every
+    later one gets a higher id.
+    """
+    await conn.execute("SELECT pg_advisory_lock($1, $2)", _CRL_CUT_LOCK, issuer_id)
+    tr = conn.transaction(isolation="repeatable_read", readonly=True)
+    try:
+        await tr.start()
+        mark = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox WHERE issuer_id = $1", issuer_id)
+    except BaseException:
+        await conn.execute("SELECT pg_advisory_unlock($1, $2)", _CRL_CUT_LOCK, issuer_id)
+        raise
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", _CRL_CUT_LOCK, issuer_id)
+    try:
+        yield int(mark)
+    except BaseException:
+        await tr.rollback()
+        raise
+    else:
+        await tr.commit()
+
+
+#: What a CRL entry needs, as plain values: serial (minimal octets), revocationDate and
+#: invalidityDate in seconds since the epoch, reason code, partition, and whether the
+#: certificate belongs in a partition CRL (end-entity certificates with a distribution
+#: point: not CA or OCSP-signer certificates).
+_CRL_COLUMNS = """serial, extract(epoch FROM revoked_at)::bigint, reason,
+       extract(epoch FROM invalidity_date)::bigint, crl_partition,
+       profile NOT IN ('issuing-ca', 'ocsp-signer')"""
+
+
+async def listed_certificates(
+    conn: asyncpg.Connection, issuer_id: int, expired_before: dt.datetime, *, batch: int = 20_000
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every revoked or suspended certificate of an issuer not expired before
+    ``expired_before``, in (partition, serial) order, in batches. Call inside a transaction."""
+    cursor = await conn.cursor(
+        f"""SELECT {_CRL_COLUMNS} FROM certificates
+            WHERE issuer_id = $1 AND status <> 'good' AND not_after > $2
+            ORDER BY crl_partition, serial""",
+        issuer_id,
+        expired_before,
+    )
+    while rows := await cursor.fetch(batch):
+        yield rows
+
+
+async def changed_since(conn: asyncpg.Connection, issuer_id: int, after: int, upto: int) -> list[asyncpg.Record]:
+    """The current state of every certificate named by a status event in ``(after, upto]``:
+    the contents of a delta CRL. Rows as in :func:`listed_certificates` plus the status
+    and, for good (resumed) certificates, the resumption time in place of revocationDate."""
+    return await conn.fetch(
+        """SELECT serial,
+                   extract(epoch FROM coalesce(revoked_at, updated_at))::bigint, reason,
+                   extract(epoch FROM invalidity_date)::bigint, crl_partition,
+                   profile NOT IN ('issuing-ca', 'ocsp-signer'), status::text
+            FROM certificates c
+            WHERE c.issuer_id = $1 AND c.serial IN (
+                SELECT o.serial FROM outbox o
+                WHERE o.issuer_id = $1 AND o.id > $2 AND o.id <= $3 AND o.event <> 'issued')
+            ORDER BY crl_partition, serial""",
+        issuer_id,
+        after,
+        upto,
+    )
+
+
+async def status_changed_after(conn: asyncpg.Connection, issuer_id: int, mark: int) -> bool:
+    """Whether a status event newer than ``mark`` has been committed for the issuer."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE issuer_id = $1 AND id > $2 AND event <> 'issued')",
+            issuer_id,
+            mark,
+        )
+    )
+
+
+async def record_crl_publication(conn: asyncpg.Connection, pub: CRLPublication) -> None:
+    await conn.execute(
+        """INSERT INTO crl_publications (issuer_id, number, kind, base_number, outbox_mark, this_update,
+                                         next_update, entries, bytes, published_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)""",
+        *dataclasses.astuple(pub),
+    )
+
+
+async def latest_crl_publication(conn: asyncpg.Connection, issuer_id: int, kind: str) -> CRLPublication | None:
+    row = await conn.fetchrow(
+        """SELECT issuer_id, number, kind, base_number, outbox_mark, this_update, next_update, entries, bytes,
+                  published_at
+           FROM crl_publications WHERE issuer_id = $1 AND kind = $2 ORDER BY number DESC LIMIT 1""",
+        issuer_id,
+        kind,
+    )
+    return CRLPublication(*row) if row is not None else None
+
+
+async def list_crl_publications(conn: asyncpg.Connection, issuer_id: int, limit: int = 20) -> list[CRLPublication]:
+    rows = await conn.fetch(
+        """SELECT issuer_id, number, kind, base_number, outbox_mark, this_update, next_update, entries, bytes,
+                  published_at
+           FROM crl_publications WHERE issuer_id = $1 ORDER BY number DESC, kind LIMIT $2""",
+        issuer_id,
+        limit,
+    )
+    return [CRLPublication(*r) for r in rows]

@@ -91,6 +91,13 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT", "4", "ocsp_live_signing_limit", 4),
     ("CERTSTATUS_OCSP_CACHE_ENTRIES", "1000", "ocsp_cache_entries", 1000),
     ("CERTSTATUS_SIGNER_BATCH_SIZE", "250", "signer_batch_size", 250),
+    ("CERTSTATUS_CRL_INTERVAL_HOURS", "12", "crl_interval_hours", 12),
+    ("CERTSTATUS_CRL_VALIDITY_HOURS", "72", "crl_validity_hours", 72),
+    ("CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS", "5", "crl_delta_interval_seconds", 5),
+    ("CERTSTATUS_CRL_DELTA_VALIDITY_MINUTES", "30", "crl_delta_validity_minutes", 30),
+    ("CERTSTATUS_CRL_EXPIRED_GRACE_DAYS", "30", "crl_expired_grace_days", 30),
+    ("CERTSTATUS_CRL_STREAM_HISTORY", "100", "crl_stream_history", 100),
+    ("CERTSTATUS_CRL_CACHE_MB", "16", "crl_cache_mb", 16),
 ]
 
 
