@@ -90,6 +90,8 @@ def crl_time(epoch_seconds: int) -> bytes:
 
 def _generalized(epoch_seconds: int) -> bytes:
     t = time.gmtime(epoch_seconds)
+    if not 0 < t.tm_year <= 9999:
+        raise ValidationError(f"time {epoch_seconds} cannot be written as a GeneralizedTime")
     return b"\x18\x0f%04d%02d%02d%02d%02d%02dZ" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
@@ -108,6 +110,8 @@ def entry_der(serial: bytes, revoked_at: int, reason: int | None, invalidity: in
     :param reason: CRLReason code, or ``None``/0 for none.
     :param invalidity: invalidityDate, seconds since the epoch, or ``None``.
     """
+    if not serial:
+        raise ValidationError("a serial number needs at least one octet")
     body = _integer_body(serial)
     if reason == 7 or (reason is not None and not 0 <= reason <= 10):
         raise ValidationError(f"{reason} is not a CRLReason code")
@@ -135,6 +139,8 @@ def encode_entries(rows: Iterable[Sequence[Any]]) -> tuple[list[bytes], int]:
     last_t, last_time = None, b""
     for row in rows:
         serial, revoked_at, reason, invalidity = row[0], row[1], row[2], row[3]
+        if not serial:
+            raise ValidationError("a serial number needs at least one octet")
         if serial[0] & 0x80:
             serial = b"\x00" + serial
         if revoked_at != last_t:
@@ -379,6 +385,8 @@ class EncodedCRL:
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
         """The complete DER, in pieces of exactly ``size`` bytes (the last may be shorter)."""
+        if size < 1:
+            raise ValueError("chunk size must be at least 1 byte")
         buf = bytearray()
         for piece in self._pieces():
             buf += piece

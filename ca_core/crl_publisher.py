@@ -87,6 +87,8 @@ class CRLSettings:
     poll: float = 0.25
 
     def __post_init__(self) -> None:
+        if self.chunk_size < 4096:
+            raise CAError("CRL chunks must be at least 4096 bytes")
         if self.validity <= self.full_interval:
             raise CAError("CRL validity must be longer than the interval between full CRLs")
         if self.delta_validity <= self.delta_interval:

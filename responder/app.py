@@ -1,13 +1,15 @@
 """The public HTTP application (default port 8080).
 
-Today it serves liveness and readiness probes and the CA certificates that issued
-certificates point at (AIA caIssuers, RFC 5280 4.2.2.1). OCSP and CRL routes join
-it in later issues. Handlers are thin; state lives on the app under typed keys.
+It serves liveness and readiness probes, the CA certificates that issued certificates
+point at (AIA caIssuers, RFC 5280 4.2.2.1), the published CRLs and their push stream, and
+OCSP on connections the fast path (:mod:`responder.fastpath`) handed over. Handlers are
+thin; state lives on the app under typed keys.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import logging
 import time
@@ -21,8 +23,12 @@ from aiohttp import web
 from ca_core.errors import MalformedRequest
 from ca_core.ocsp import UNSUCCESSFUL, ResponseStatus
 from ca_core.storage import postgres as db
+from ca_core.storage.fastredis import RedisUnavailable
 
-__all__ = ["CA_CERTS", "OCSP_ROUTE", "build_public_app"]
+from .crl_source import CRLIssuer, CRLSource, ScopeNotFound, parse_scope
+from .crl_stream import BadLastEventID, QueueSubscriber, StreamHub, parse_last_event_id
+
+__all__ = ["CA_CERTS", "CRL_ROUTE", "OCSP_ROUTE", "build_public_app"]
 
 _log = logging.getLogger(__name__)
 
@@ -101,6 +107,131 @@ async def ocsp(request: web.Request) -> web.Response:
     return web.Response(status=status, body=body or None, headers=headers)
 
 
+class CRLRoute:
+    """Where the CRL routes find the worker's CRL source and stream hub (set once they exist)."""
+
+    source: CRLSource | None = None
+    hub: StreamHub | None = None
+
+
+CRL_ROUTE = web.AppKey("crl_route", CRLRoute)
+_CRL_TYPE = "application/pkix-crl"  # RFC 2585 4.2
+
+
+def _http_date(t: int) -> str:
+    return email.utils.formatdate(t, usegmt=True)
+
+
+def _crl_issuer(request: web.Request) -> tuple[CRLSource, CRLIssuer]:
+    source = request.app[CRL_ROUTE].source
+    if source is None:
+        raise web.HTTPNotFound(text="CRLs are not served here\n")
+    name = request.match_info["issuer"]
+    issuer = source.issuers.get(name)
+    if issuer is None:
+        raise web.HTTPNotFound(text=f"no CA named {name!r}\n")
+    return source, issuer
+
+
+async def crl(request: web.Request) -> web.StreamResponse:
+    """``GET /crl/{issuer}.crl``, ``/crl/{issuer}/delta.crl``, ``/crl/{issuer}/{p}.crl``,
+    ``/crl/{issuer}/{p}/delta.crl``: the CRL published for that scope, DER."""
+    source, issuer = _crl_issuer(request)
+    try:
+        scope = parse_scope(issuer, request.match_info.get("partition"), delta=request.path.endswith("/delta.crl"))
+    except ScopeNotFound as e:
+        raise web.HTTPNotFound(text=f"{e}\n") from None
+    try:
+        manifest = await source.manifest(issuer.id, scope)
+    except (RedisUnavailable, OSError):
+        raise web.HTTPServiceUnavailable(text="CRLs cannot be read right now; try again\n",
+                                         headers={"Retry-After": "5"}) from None  # fmt: skip
+    if manifest is None:
+        raise web.HTTPServiceUnavailable(
+            text=f"the {scope} CRL of {issuer.name} is not published yet; try again shortly\n",
+            headers={"Retry-After": "10"},
+        )
+    now = int(time.time())
+    max_age = max(0, min(manifest.refresh_at, manifest.next_update) - now)
+    headers = {
+        "ETag": manifest.etag,
+        "Last-Modified": _http_date(manifest.this_update),
+        "Expires": _http_date(manifest.next_update),
+        "Cache-Control": f"public, no-transform, max-age={max_age}" + (", must-revalidate" if max_age == 0 else ""),
+        "X-CRL-Number": str(manifest.number),
+    }
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        if manifest.etag in (t.strip() for t in inm.split(",")) or inm.strip() == "*":
+            return web.Response(status=304, headers=headers)
+    elif (ims := request.if_modified_since) is not None and ims.timestamp() >= manifest.this_update:
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(manifest.length)
+        headers["Content-Type"] = _CRL_TYPE
+        return web.Response(headers=headers)
+    try:
+        first = await source.chunk(issuer.id, scope, manifest, 0)
+    except (RedisUnavailable, OSError):
+        first = None
+    if first is None:
+        raise web.HTTPServiceUnavailable(
+            text="CRLs cannot be read right now; try again\n", headers={"Retry-After": "5"}
+        )
+    if manifest.chunks == 1:
+        return web.Response(body=first, content_type=_CRL_TYPE, headers=headers)
+    # A large CRL: streamed chunk by chunk (chunked transfer), never whole in memory.
+    response = web.StreamResponse(headers=headers)
+    response.content_type = _CRL_TYPE
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(first)
+    for i in range(1, manifest.chunks):
+        try:
+            piece = await source.chunk(issuer.id, scope, manifest, i)
+        except (RedisUnavailable, OSError):
+            piece = None
+        if piece is None:
+            # Mid-body there is no status left to send: cut the connection, so the client
+            # sees an incomplete transfer rather than a short CRL.
+            _log.warning(
+                "CRL %s/%s %d: chunk %d unavailable; aborting the download", issuer.name, scope, manifest.number, i
+            )
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write(piece)
+    await response.write_eof()
+    return response
+
+
+async def crl_stream(request: web.Request) -> web.StreamResponse:
+    """``GET /crl/{issuer}/stream`` on a connection aiohttp owns (the fast path takes the
+    others): the same stream, through a queue."""
+    source, issuer = _crl_issuer(request)
+    hub = request.app[CRL_ROUTE].hub
+    if hub is None:
+        raise web.HTTPNotFound(text="the CRL stream is not served here\n")
+    try:
+        last = parse_last_event_id(request.headers.get("Last-Event-ID"))
+    except BadLastEventID as e:
+        raise web.HTTPBadRequest(text=f"{e}\n") from None
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-store",
+                                           "X-Accel-Buffering": "no"})  # fmt: skip
+    await response.prepare(request)
+    sub = QueueSubscriber(issuer.id)
+    try:
+        await hub.join(sub, issuer, last)
+        while (data := await sub.queue.get()) is not None:
+            sub.size -= len(data)
+            await response.write(data)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.remove(sub)
+    return response
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers. Says nothing about its dependencies."""
     return web.json_response({"status": "ok"})
@@ -177,4 +308,11 @@ def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis) -> web.Applicati
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(r"/ca/{issuer:[a-z][a-z0-9-]{0,30}}.crt", ca_certificate)
+    app[CRL_ROUTE] = CRLRoute()
+    issuer = r"{issuer:[a-z][a-z0-9-]{0,30}}"
+    app.router.add_get(rf"/crl/{issuer}.crl", crl)
+    app.router.add_get(rf"/crl/{issuer}/delta.crl", crl)
+    app.router.add_get(rf"/crl/{issuer}/stream", crl_stream)
+    app.router.add_get(rf"/crl/{issuer}/{{partition:[0-9]+}}.crl", crl)
+    app.router.add_get(rf"/crl/{issuer}/{{partition:[0-9]+}}/delta.crl", crl)
     return app

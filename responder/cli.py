@@ -67,7 +67,8 @@ def _record_rows(records: Sequence[CertRecord]) -> str:
                 r.issuer,
                 r.serial_hex,
                 r.profile,
-                r.status.value + (f" ({r.reason.rfc_name})" if r.reason is not None and r.status is CertStatus.REVOKED else ""),
+                r.status.value
+                + (f" ({r.reason.rfc_name})" if r.reason is not None and r.status is CertStatus.REVOKED else ""),
                 r.subject,
                 _when(r.not_after),
             )
@@ -193,10 +194,18 @@ async def cmd_ca_add_issuer(cfg: Config, args: argparse.Namespace, storage: Stor
         crl_partitions=cfg.crl_partitions,
     )
     cert, signer = await add_issuer(
-        storage.pool, vault(cfg), spec, clock=SystemClock(), urls=cfg.urls(), actor=_actor(args),
-        organization=cfg.organization, ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
+        storage.pool,
+        vault(cfg),
+        spec,
+        clock=SystemClock(),
+        urls=cfg.urls(),
+        actor=_actor(args),
+        organization=cfg.organization,
+        ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
     )
-    print(f"added issuer {args.name}: {subject_text(cert.subject)} (OCSP signer until {_when(signer.not_valid_after_utc)})")
+    print(
+        f"added issuer {args.name}: {subject_text(cert.subject)} (OCSP signer until {_when(signer.not_valid_after_utc)})"
+    )
     return EXIT_OK
 
 
@@ -207,8 +216,13 @@ async def cmd_ca_renew_ocsp(cfg: Config, args: argparse.Namespace, storage: Stor
     the_vault = vault(cfg)
     for name in names:
         cert = await renew_ocsp_signer(
-            storage.pool, the_vault, name, clock=SystemClock(), actor=_actor(args),
-            key_type=cfg.ocsp_key_type, validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
+            storage.pool,
+            the_vault,
+            name,
+            clock=SystemClock(),
+            actor=_actor(args),
+            key_type=cfg.ocsp_key_type,
+            validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
         )
         print(f"{name}: new OCSP signer {cert.serial_number:X}, valid until {_when(cert.not_valid_after_utc)}")
     return EXIT_OK
@@ -241,8 +255,15 @@ async def cmd_ca_list(cfg: Config, args: argparse.Namespace, storage: Storage, l
         print(
             _table(
                 [
-                    (r["name"], r["kind"], r["subject"], r["key_type"], r["not_after"][:10], r["crl_partitions"],
-                     (r["ocsp_signer_not_after"] or "-")[:10])
+                    (
+                        r["name"],
+                        r["kind"],
+                        r["subject"],
+                        r["key_type"],
+                        r["not_after"][:10],
+                        r["crl_partitions"],
+                        (r["ocsp_signer_not_after"] or "-")[:10],
+                    )
                     for r in rows
                 ],
                 ["name", "kind", "subject", "key", "not after", "partitions", "OCSP signer until"],
@@ -311,8 +332,12 @@ async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage
         fd = _create_private_file(args.key_out)
         try:
             record, key = await ca.issue_with_generated_key(
-                issuer=args.issuer, profile=args.profile, subject=subject, actor=_actor(args),
-                key_type=key_type, validity=validity,
+                issuer=args.issuer,
+                profile=args.profile,
+                subject=subject,
+                actor=_actor(args),
+                key_type=key_type,
+                validity=validity,
             )
         except BaseException:
             os.close(fd)
@@ -320,12 +345,20 @@ async def cmd_cert_issue(cfg: Config, args: argparse.Namespace, storage: Storage
             raise
         with os.fdopen(fd, "wb") as fh:
             fh.write(
-                key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+                key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
             )
     elif args.csr:
         record = await ca.issue(
-            issuer=args.issuer, profile=args.profile, actor=_actor(args), csr=_read_input(args.csr),
-            subject=subject, email=args.email, validity=validity, idempotency_key=args.idempotency_key,
+            issuer=args.issuer,
+            profile=args.profile,
+            actor=_actor(args),
+            csr=_read_input(args.csr),
+            subject=subject,
+            email=args.email,
+            validity=validity,
+            idempotency_key=args.idempotency_key,
         )
     else:
         raise ValidationError("give --csr FILE (or -) or --generate-key")
@@ -342,7 +375,10 @@ async def cmd_cert_change(cfg: Config, args: argparse.Namespace, storage: Storag
     ca = _authority(cfg, storage, keys=False)
     if args.op == "revoke":
         record = await ca.revoke(
-            args.issuer, args.serial, actor=_actor(args), reason=args.reason,
+            args.issuer,
+            args.serial,
+            actor=_actor(args),
+            reason=args.reason,
             invalidity_date=_parse_time(args.invalidity_date) if args.invalidity_date else None,
             idempotency_key=args.idempotency_key,
         )
@@ -378,8 +414,14 @@ async def cmd_audit_list(cfg: Config, args: argparse.Namespace, storage: Storage
         _print_json(
             [
                 {
-                    "id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "issuer": e.issuer,
-                    "serial": f"{e.serial:X}" if e.serial is not None else None, "before": e.before, "after": e.after,
+                    "id": e.id,
+                    "at": e.at.isoformat(),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "issuer": e.issuer,
+                    "serial": f"{e.serial:X}" if e.serial is not None else None,
+                    "before": e.before,
+                    "after": e.after,
                     "idempotency_key": e.idempotency_key,
                 }
                 for e in entries
@@ -388,12 +430,22 @@ async def cmd_audit_list(cfg: Config, args: argparse.Namespace, storage: Storage
     else:
         rows = [
             (
-                e.id, _when(e.at), e.actor, e.action, e.issuer or "", f"{e.serial:X}" if e.serial is not None else "",
-                (e.before or {}).get("status", ""), (e.after or {}).get("status", ""),
+                e.id,
+                _when(e.at),
+                e.actor,
+                e.action,
+                e.issuer or "",
+                f"{e.serial:X}" if e.serial is not None else "",
+                (e.before or {}).get("status", ""),
+                (e.after or {}).get("status", ""),
             )
             for e in entries
         ]
-        print(_table(rows, ["id", "at", "actor", "action", "issuer", "serial", "before", "after"]) if rows else "no audit entries")
+        print(
+            _table(rows, ["id", "at", "actor", "action", "issuer", "serial", "before", "after"])
+            if rows
+            else "no audit entries"
+        )
     return EXIT_OK
 
 
@@ -459,7 +511,13 @@ async def cmd_signer(cfg: Config, args: argparse.Namespace, storage: Storage, li
     if args.processes < 1 or args.processes > 64:
         raise ConfigurationError("--processes must be between 1 and 64")
     return await run_signer(
-        cfg, args.endpoints, storage, lifetime, processes=args.processes, once=args.once, do_refill=args.refill,
+        cfg,
+        args.endpoints,
+        storage,
+        lifetime,
+        processes=args.processes,
+        once=args.once,
+        do_refill=args.refill,
         quiet=args.quiet,
     )
 
@@ -512,26 +570,40 @@ def _common(p: argparse.ArgumentParser, *, json: bool = True, actor: bool = Fals
     if actor:
         p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
         p.add_argument(
-            "--idempotency-key", metavar="KEY",
+            "--idempotency-key",
+            metavar="KEY",
             help="a client-chosen key: repeating the command with it returns the first answer instead of acting twice",
         )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="certstatus", description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="certstatus",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML settings file (also CERTSTATUS_CONFIG)")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="data directory (also CERTSTATUS_DATA_DIR; default ./.certstatus)")
+    parser.add_argument(
+        "--data-dir", type=Path, metavar="DIR", help="data directory (also CERTSTATUS_DATA_DIR; default ./.certstatus)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help: str, func: Callable[..., Any], parent: Any = sub, **kw: Any) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=kw.pop("description", help), formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        p = parent.add_parser(
+            name,
+            help=help,
+            description=kw.pop("description", help),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
+        )
         p.set_defaults(func=func)
         return p
 
     p = add(
-        "demo", "run a demo CA and responder with sample certificates", cmd_demo,
+        "demo",
+        "run a demo CA and responder with sample certificates",
+        cmd_demo,
         description=(
             "Start the embedded servers, create a demo CA (root + MOICA and GCA issuers) if there is none,\n"
             "issue sample citizen certificates (good, revoked, suspended), write the PEM files and a cheat\n"
@@ -542,7 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="set everything up, then exit instead of serving")
 
     p = add(
-        "serve", "run the public responder: OCSP, CA certificates, health", _with_storage(cmd_serve),
+        "serve",
+        "run the public responder: OCSP, CA certificates, health",
+        _with_storage(cmd_serve),
         description=(
             "Serve OCSP (GET /ocsp/<base64>, POST /ocsp), /ca/<issuer>.crt, /healthz and /readyz on the\n"
             "public port. Answers come from the responses the signer keeps in Redis ('certstatus signer'\n"
@@ -553,10 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--public-port", type=int, help="port (default 8080, or CERTSTATUS_PUBLIC_PORT)")
     p.add_argument("--public-host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--workers", type=int, metavar="N", help="processes sharing the port (default 1, or CERTSTATUS_WORKERS)")
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="processes sharing the port (default 1, or CERTSTATUS_WORKERS)"
+    )
 
     p = add(
-        "signer", "keep a signed OCSP response for every certificate in Redis", _with_storage(cmd_signer),
+        "signer",
+        "keep a signed OCSP response for every certificate in Redis",
+        _with_storage(cmd_signer),
         description=(
             "Sign an OCSP response for every certificate of every issuer with its delegated OCSP key\n"
             "and keep them in Redis: status changes are re-signed as soon as they commit (outbox), and\n"
@@ -565,14 +643,21 @@ def build_parser() -> argparse.ArgumentParser:
             "without signing anything twice. The first run fills Redis, with a progress line."
         ),
     )
-    p.add_argument("--processes", type=int, default=1, metavar="N", help="signer processes (default 1; 2 uses both cores)")
+    p.add_argument(
+        "--processes", type=int, default=1, metavar="N", help="signer processes (default 1; 2 uses both cores)"
+    )
     p.add_argument("--once", action="store_true", help="sign what is due now (e.g. a first fill), then exit")
     p.add_argument("--refill", action="store_true", help="make every response due now: re-sign everything")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
-    ca = sub.add_parser("ca", help="create and manage the CA hierarchy").add_subparsers(dest="ca_command", metavar="ACTION", required=True)
+    ca = sub.add_parser("ca", help="create and manage the CA hierarchy").add_subparsers(
+        dest="ca_command", metavar="ACTION", required=True
+    )
     p = add(
-        "init", "create the root CA, issuing CAs and their OCSP signers", _with_storage(cmd_ca_init), parent=ca,
+        "init",
+        "create the root CA, issuing CAs and their OCSP signers",
+        _with_storage(cmd_ca_init),
+        parent=ca,
         description=(
             "Create a root CA, one or more issuing CAs under it and a delegated OCSP signing certificate\n"
             "for each, in one transaction. Key types come from CERTSTATUS_ROOT_KEY_TYPE,\n"
@@ -581,7 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
             "certificate: set it before you issue."
         ),
     )
-    p.add_argument("--issuer", action="append", metavar="NAME", help="an issuing CA to create (repeatable; default: moica and gca)")
+    p.add_argument(
+        "--issuer", action="append", metavar="NAME", help="an issuing CA to create (repeatable; default: moica and gca)"
+    )
     p.add_argument("--root-name", default="root", help="short name of the root (default root)")
     key_types = ", ".join(k.value for k in KeyType)
     p.add_argument("--root-key-type", metavar="TYPE", help=f"root key ({key_types}; default rsa4096)")
@@ -609,7 +696,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cert_command", metavar="ACTION", required=True
     )
     p = add(
-        "issue", "issue a citizen certificate from a CSR (or a generated key)", _with_storage(cmd_cert_issue), parent=cert,
+        "issue",
+        "issue a citizen certificate from a CSR (or a generated key)",
+        _with_storage(cmd_cert_issue),
+        parent=cert,
         description=(
             "Issue a certificate from a PKCS#10 CSR. The CSR's signature (proof of possession), key\n"
             "(RSA >= 2048 bits, ECDSA P-256/P-384) and subject (C=TW, CN, serialNumber of 16 digits)\n"
@@ -621,7 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, choices=sorted(END_ENTITY_PROFILES), help="certificate profile")
     p.add_argument("--csr", metavar="FILE", help="PEM or DER CSR ('-' reads standard input)")
     p.add_argument("--generate-key", action="store_true", help="generate the key pair here")
-    p.add_argument("--key-type", default="rsa2048", help="with --generate-key: rsa2048 (default), rsa3072, rsa4096, ec-p256, ec-p384")
+    p.add_argument(
+        "--key-type",
+        default="rsa2048",
+        help="with --generate-key: rsa2048 (default), rsa3072, rsa4096, ec-p256, ec-p384",
+    )
     p.add_argument("--key-out", metavar="FILE", help="with --generate-key: where to write the private key (mode 0600)")
     p.add_argument("--name", help="holder name (CN)")
     p.add_argument("--holder-id", help="16-digit holder number (subject serialNumber)")
@@ -642,7 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("serial", help="serial number in hex")
         if op == "revoke":
             p.add_argument("--reason", help=f"RFC 5280 reason, name or code (default unspecified); one of {reasons}")
-            p.add_argument("--invalidity-date", metavar="TIME", help="ISO 8601 time the key became unsafe, e.g. 2026-05-01T08:00:00Z")
+            p.add_argument(
+                "--invalidity-date",
+                metavar="TIME",
+                help="ISO 8601 time the key became unsafe, e.g. 2026-05-01T08:00:00Z",
+            )
         _common(p, actor=True)
 
     p = add("show", "show one certificate", _with_storage(cmd_cert_show), parent=cert)
@@ -657,18 +755,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     _common(p)
 
-    audit = sub.add_parser("audit", help="read the audit log").add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
+        dest="audit_command", metavar="ACTION", required=True
+    )
     p = add("list", "list audit entries, oldest first", _with_storage(cmd_audit_list), parent=audit)
     p.add_argument("--issuer")
     p.add_argument("--serial")
     p.add_argument("--limit", type=int, default=100)
     _common(p)
 
-    dbp = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    dbp = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", metavar="ACTION", required=True
+    )
     add("migrate", "apply pending schema migrations (every command also does this)", cmd_db_migrate, parent=dbp)
 
     add(
-        "services", "run only the embedded PostgreSQL and Valkey, printing their URLs", cmd_services,
+        "services",
+        "run only the embedded PostgreSQL and Valkey, printing their URLs",
+        cmd_services,
         description="Run the embedded servers in the foreground (e.g. to point psql or valkey-cli at them).",
     )
     p = add("config", "show every setting, where it comes from and what it does", cmd_config)

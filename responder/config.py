@@ -49,105 +49,132 @@ class Config:
     """Validated settings. Build with :meth:`load`; never mutate (it is frozen)."""
 
     data_dir: Path = _field(
-        Path(".certstatus"), "CERTSTATUS_DATA_DIR",
+        Path(".certstatus"),
+        "CERTSTATUS_DATA_DIR",
         "Where the embedded servers keep their data, and where the demo writes its files.",
     )
     database_url: str | None = _field(
-        None, "DATABASE_URL",
+        None,
+        "DATABASE_URL",
         "PostgreSQL URL. Unset: run a private PostgreSQL in the data directory.",
         secret=True,
     )
     redis_url: str | None = _field(
-        None, "REDIS_URL",
+        None,
+        "REDIS_URL",
         "Redis/Valkey URL (redis://, rediss:// or unix://). Unset: run a private Valkey in the data directory.",
         secret=True,
     )
     public_host: str = _field("127.0.0.1", "CERTSTATUS_PUBLIC_HOST", "Address the public OCSP/CRL responder binds.")
     public_port: int = _field(8080, "CERTSTATUS_PUBLIC_PORT", "Port of the public OCSP/CRL responder.")
-    admin_host: str = _field("127.0.0.1", "CERTSTATUS_ADMIN_HOST", "Address the admin API binds; keep it off public networks.")
+    admin_host: str = _field(
+        "127.0.0.1", "CERTSTATUS_ADMIN_HOST", "Address the admin API binds; keep it off public networks."
+    )
     admin_port: int = _field(8081, "CERTSTATUS_ADMIN_PORT", "Port of the admin API; never the public port.")
     public_base_url: str | None = _field(
-        None, "CERTSTATUS_PUBLIC_BASE_URL",
+        None,
+        "CERTSTATUS_PUBLIC_BASE_URL",
         "Base URL written into issued certificates (AIA, CRL distribution points). Certificates keep it "
         "for life, so use the name relying parties will always reach. Unset: http://localhost:<public_port>.",
     )
     key_passphrase: Passphrase | None = _field(
-        None, "CERTSTATUS_KEY_PASSPHRASE",
+        None,
+        "CERTSTATUS_KEY_PASSPHRASE",
         "Passphrase that encrypts the CA and OCSP private keys at rest (at least 12 characters).",
         secret=True,
     )
     key_passphrase_file: Path | None = _field(
-        None, "CERTSTATUS_KEY_PASSPHRASE_FILE",
+        None,
+        "CERTSTATUS_KEY_PASSPHRASE_FILE",
         "File holding the key passphrase (trailing newline ignored); preferred over the variable.",
     )
     organization: str = _field("certstatus", "CERTSTATUS_ORGANIZATION", "O= of the CA certificates 'ca init' creates.")
     root_key_type: KeyType = _field(KeyType.RSA4096, "CERTSTATUS_ROOT_KEY_TYPE", "Key type of the root CA.")
     issuer_key_type: KeyType = _field(KeyType.RSA3072, "CERTSTATUS_ISSUER_KEY_TYPE", "Key type of issuing CAs.")
     ocsp_key_type: KeyType = _field(
-        KeyType.EC_P256, "CERTSTATUS_OCSP_KEY_TYPE",
+        KeyType.EC_P256,
+        "CERTSTATUS_OCSP_KEY_TYPE",
         "Key type of delegated OCSP signers; ECDSA P-256 signs an order of magnitude faster than RSA.",
     )
-    crl_partitions: int = _field(16, "CERTSTATUS_CRL_PARTITIONS", "CRL partitions of a new issuer (fixed once it issues).")
-    cert_validity_days: int = _field(1826, "CERTSTATUS_CERT_VALIDITY_DAYS", "Default validity of citizen certificates (5 years).")
+    crl_partitions: int = _field(
+        16, "CERTSTATUS_CRL_PARTITIONS", "CRL partitions of a new issuer (fixed once it issues)."
+    )
+    cert_validity_days: int = _field(
+        1826, "CERTSTATUS_CERT_VALIDITY_DAYS", "Default validity of citizen certificates (5 years)."
+    )
     ocsp_signer_validity_days: int = _field(
-        30, "CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS",
+        30,
+        "CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS",
         "Validity of OCSP signing certificates; short, since relying parties never check their status.",
     )
     workers: int = _field(
-        1, "CERTSTATUS_WORKERS",
+        1,
+        "CERTSTATUS_WORKERS",
         "Public responder processes sharing the public port (SO_REUSEPORT); one per core is the usual choice.",
     )
     ocsp_validity_hours: int = _field(
-        96, "CERTSTATUS_OCSP_VALIDITY_HOURS",
+        96,
+        "CERTSTATUS_OCSP_VALIDITY_HOURS",
         "thisUpdate to nextUpdate of pre-signed OCSP responses (4 days); the signer refreshes each before half of it passes.",
     )
     ocsp_nonce: str = _field(
-        "ignore", "CERTSTATUS_OCSP_NONCE",
+        "ignore",
+        "CERTSTATUS_OCSP_NONCE",
         "'ignore' (RFC 5019: serve the pre-signed answer) or 'sign' (RFC 8954: sign live with the client's nonce, "
         "falling back to the pre-signed answer when live signing is saturated).",
     )
     ocsp_unknown_serial: str = _field(
-        "unauthorized", "CERTSTATUS_OCSP_UNKNOWN_SERIAL",
+        "unauthorized",
+        "CERTSTATUS_OCSP_UNKNOWN_SERIAL",
         "Answer for a serial the issuer never issued: 'unauthorized', or 'revoked' (RFC 6960 2.2 extended revoked).",
     )
     ocsp_live_signing_limit: int = _field(
-        8, "CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT",
+        8,
+        "CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT",
         "Live signatures in flight per responder process (SHA-256 CertIDs, nonces, extended revoked); beyond it, shed.",
     )
     ocsp_cache_entries: int = _field(
-        200_000, "CERTSTATUS_OCSP_CACHE_ENTRIES",
+        200_000,
+        "CERTSTATUS_OCSP_CACHE_ENTRIES",
         "OCSP answers kept in each responder process (~1 KB each); changes evict them at once.",
     )
     signer_batch_size: int = _field(
         500, "CERTSTATUS_SIGNER_BATCH_SIZE", "OCSP responses the signer signs and writes per round trip."
     )
     crl_interval_hours: int = _field(
-        24, "CERTSTATUS_CRL_INTERVAL_HOURS",
+        24,
+        "CERTSTATUS_CRL_INTERVAL_HOURS",
         "A new full CRL (and partition CRLs) at least this often; the model CA reissues daily.",
     )
     crl_validity_hours: int = _field(
-        48, "CERTSTATUS_CRL_VALIDITY_HOURS",
+        48,
+        "CERTSTATUS_CRL_VALIDITY_HOURS",
         "thisUpdate to nextUpdate of full and partition CRLs; longer than the interval, so a late run leaves no gap.",
     )
     crl_delta_interval_seconds: int = _field(
-        60, "CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS",
+        60,
+        "CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS",
         "Shortest time between delta CRLs while changes come in: a revocation is on the delta and the stream "
         "within this (plus about a second).",
     )
     crl_delta_validity_minutes: int = _field(
-        60, "CERTSTATUS_CRL_DELTA_VALIDITY_MINUTES",
+        60,
+        "CERTSTATUS_CRL_DELTA_VALIDITY_MINUTES",
         "thisUpdate to nextUpdate of delta CRLs; reissued, changes or not, when half of it has passed.",
     )
     crl_expired_grace_days: int = _field(
-        7, "CERTSTATUS_CRL_EXPIRED_GRACE_DAYS",
+        7,
+        "CERTSTATUS_CRL_EXPIRED_GRACE_DAYS",
         "A revoked certificate leaves full CRLs this long after it expires (at least one CRL interval, RFC 5280 5.1.2.6).",
     )
     crl_stream_history: int = _field(
-        1440, "CERTSTATUS_CRL_STREAM_HISTORY",
+        1440,
+        "CERTSTATUS_CRL_STREAM_HISTORY",
         "Delta CRLs kept for push-stream subscribers that reconnect (a day of per-minute deltas).",
     )
     crl_cache_mb: int = _field(
-        64, "CERTSTATUS_CRL_CACHE_MB",
+        64,
+        "CERTSTATUS_CRL_CACHE_MB",
         "CRL bytes each responder process keeps in memory (larger CRLs are streamed from Redis).",
     )
     db_pool_size: int = _field(10, "CERTSTATUS_DB_POOL_SIZE", "PostgreSQL connections per process.")
@@ -207,13 +234,13 @@ class Config:
         if self.log_level not in _LOG_LEVELS:
             raise bad("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
         if self.database_url is not None and not self.database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigurationError("DATABASE_URL must start with postgresql:// (value not shown: it may hold a password)")
+            raise ConfigurationError(
+                "DATABASE_URL must start with postgresql:// (value not shown: it may hold a password)"
+            )
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix:// (value not shown)")
         if self.key_passphrase is not None and self.key_passphrase_file is not None:
-            raise ConfigurationError(
-                "set either CERTSTATUS_KEY_PASSPHRASE or CERTSTATUS_KEY_PASSPHRASE_FILE, not both"
-            )
+            raise ConfigurationError("set either CERTSTATUS_KEY_PASSPHRASE or CERTSTATUS_KEY_PASSPHRASE_FILE, not both")
         # Validate the URL now so a typo fails at start-up, not at the first issuance.
         try:
             self.urls()
@@ -222,7 +249,9 @@ class Config:
 
     def __repr__(self) -> str:
         # Never the secrets: a config object may end up in a log line or a traceback.
-        shown = ", ".join(f"{f.name}={v}" for f, v in zip(dataclasses.fields(self), self.redacted().values(), strict=True))
+        shown = ", ".join(
+            f"{f.name}={v}" for f, v in zip(dataclasses.fields(self), self.redacted().values(), strict=True)
+        )
         return f"Config({shown})"
 
     # Derived values -------------------------------------------------------

@@ -138,8 +138,14 @@ async def _ensure_samples(ca: CertificateAuthority, demo_dir: Path, issuers: lis
                 private=True,
             )
             manifest.append(
-                {"issuer": issuer, "role": sample.role, "serial": record.serial_hex, "status": record.status.value,
-                 "certificate": f"{stem}.pem", "key": f"{stem}-key.pem"}
+                {
+                    "issuer": issuer,
+                    "role": sample.role,
+                    "serial": record.serial_hex,
+                    "status": record.status.value,
+                    "certificate": f"{stem}.pem",
+                    "key": f"{stem}-key.pem",
+                }
             )
     _write(manifest_path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return manifest
@@ -242,8 +248,14 @@ def run_demo(cfg: Config, *, hold: bool = True) -> int:
 
 
 async def _demo(
-    cfg: Config, ep: Endpoints, storage: Storage, lifetime: server.Lifetime, demo_dir: Path, passphrase_file: Path | None,
-    say: Any, hold: bool,
+    cfg: Config,
+    ep: Endpoints,
+    storage: Storage,
+    lifetime: server.Lifetime,
+    demo_dir: Path,
+    passphrase_file: Path | None,
+    say: Any,
+    hold: bool,
 ) -> int:
     the_vault = vault(cfg)
     async with storage.pool.acquire() as conn:
@@ -251,10 +263,19 @@ async def _demo(
     if not issuers:
         say(f"creating the demo CA: root + {', '.join(DEMO_ISSUERS)} (RSA key generation takes a few seconds) ...")
         await init_pki(
-            storage.pool, the_vault, clock=SystemClock(), urls=cfg.urls(),
-            issuers=[IssuerSpec(n, key_type=cfg.issuer_key_type, ocsp_key_type=cfg.ocsp_key_type,
-                                crl_partitions=cfg.crl_partitions) for n in DEMO_ISSUERS],
-            actor=ACTOR, organization=cfg.organization, root_key_type=cfg.root_key_type,
+            storage.pool,
+            the_vault,
+            clock=SystemClock(),
+            urls=cfg.urls(),
+            issuers=[
+                IssuerSpec(
+                    n, key_type=cfg.issuer_key_type, ocsp_key_type=cfg.ocsp_key_type, crl_partitions=cfg.crl_partitions
+                )
+                for n in DEMO_ISSUERS
+            ],
+            actor=ACTOR,
+            organization=cfg.organization,
+            root_key_type=cfg.root_key_type,
             ocsp_validity=dt.timedelta(days=cfg.ocsp_signer_validity_days),
         )
         async with storage.pool.acquire() as conn:
@@ -272,10 +293,10 @@ async def _demo(
 certstatus demo is ready.
 
   data directory   {cfg.data_dir}
-  PostgreSQL       {ep.database_url if cfg.database_url is None else '(DATABASE_URL)'}
-  Valkey           {ep.redis_url if cfg.redis_url is None else '(REDIS_URL)'}
+  PostgreSQL       {ep.database_url if cfg.database_url is None else "(DATABASE_URL)"}
+  Valkey           {ep.redis_url if cfg.redis_url is None else "(REDIS_URL)"}
   PEM files        {demo_dir}/  (root.pem, <issuer>.pem, <issuer>-chain.pem, samples + keys)
-  key passphrase   {passphrase_file or 'from CERTSTATUS_KEY_PASSPHRASE'}
+  key passphrase   {passphrase_file or "from CERTSTATUS_KEY_PASSPHRASE"}
   cheat sheet      {sheet}
   public responder http://{cfg.public_host}:{cfg.public_port}/ocsp  (and /ca/<issuer>.crt, /healthz, /readyz)
   OCSP signer      running in this process
@@ -301,4 +322,3 @@ certstatus demo is ready.
             await signing
     say("stopping ...")
     return 0
-

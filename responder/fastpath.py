@@ -9,6 +9,9 @@ port's protocol reads each request head itself and
 - answers ``GET /ocsp/{base64}`` and ``POST /ocsp`` here (RFC 6960 Appendix A, RFC 5019),
   synchronously when the answer is cached and in a task otherwise, keeping pipelined
   responses in order;
+- turns a ``GET /crl/{issuer}/stream`` connection into a push-stream subscriber
+  (:mod:`responder.crl_stream`): a small protocol object, no task, no aiohttp request, so
+  thousands of idle subscribers cost little;
 - hands the connection to aiohttp (``transport.set_protocol``) at the first request for
   any other path (``/crl/...``, ``/ca/...``, ``/healthz``), replaying the bytes it holds;
   from then on that connection is aiohttp's, with all its features.
@@ -37,6 +40,7 @@ from typing import Final
 from ca_core.errors import MalformedRequest
 from ca_core.ocsp import UNSUCCESSFUL, OCSPQuery, ResponseStatus, parse_request
 
+from .crl_stream import BadLastEventID, RawSubscriber, StreamHub, parse_last_event_id
 from .ocsp_source import Answer, OCSPSource, keep_newest
 
 __all__ = ["FastPath", "PublicProtocol", "decode_get_path"]
@@ -47,6 +51,7 @@ MAX_HEAD: Final = 8192
 MAX_BODY: Final = 16 * 1024
 _MALFORMED: Final = UNSUCCESSFUL[ResponseStatus.MALFORMED_REQUEST]
 _MEMO_ENTRIES: Final = 100_000
+_STREAM_PATH: Final = re.compile(rb"^crl/([a-z][a-z0-9-]{0,30})/stream(?:\?[^#]*)?$")
 # A CRLF not followed by a header name (an RFC 9110 token) and a colon.
 _BAD_HEADER_LINE: Final = re.compile(rb"\r\n(?![!#$%&'*+.^_`|~0-9A-Za-z-]+:)")
 
@@ -123,6 +128,8 @@ class FastPath:
         self.post_memo: dict[bytes, OCSPQuery] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self.stats = collections.Counter[str]()
+        #: The CRL push stream's subscribers, once the worker has one.
+        self.streams: StreamHub | None = None
 
     def start(self) -> None:
         self._watchdog = asyncio.get_running_loop().call_later(1.0, self._sweep)
@@ -184,7 +191,8 @@ class FastPath:
             )
         max_age = max(0, answer.next_update - int(now))
         cache = b"%sCache-Control: max-age=%d, public, no-transform, must-revalidate\r\n" % (
-            answer.static_headers, max_age
+            answer.static_headers,
+            max_age,
         )
         if_none_match, if_modified_since = conditional
         if if_none_match is not None:
@@ -229,9 +237,12 @@ def _header(head: bytes, lower: bytes, marker: bytes) -> bytes | None:
 
 
 def _error(status: bytes, body: bytes, date: bytes, content_type: bytes = b"text/plain; charset=utf-8") -> bytes:
-    return (
-        b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nConnection: close\r\n\r\n%s"
-        % (status, content_type, len(body), date, body)
+    return b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nDate: %s\r\nConnection: close\r\n\r\n%s" % (
+        status,
+        content_type,
+        len(body),
+        date,
+        body,
     )
 
 
@@ -247,8 +258,8 @@ class PublicProtocol(asyncio.Protocol):
     """One client connection on the public port (see the module docstring)."""
 
     __slots__ = (
-        "_buf", "_closing", "_handing_off", "_last_active", "_paused", "_queue", "_request_started", "_write_paused",
-        "fp", "transport",
+        "_buf", "_closing", "_handing_off", "_last_active", "_paused", "_queue", "_request_started", "_stream",
+        "_write_paused", "fp", "transport",
     )  # fmt: skip
 
     def __init__(self, fp: FastPath) -> None:
@@ -262,6 +273,7 @@ class PublicProtocol(asyncio.Protocol):
         self._write_paused = False
         self._last_active = time.monotonic()
         self._request_started: float | None = None
+        self._stream: tuple[int, int | None] | None = None  # (issuer id, Last-Event-ID) to subscribe
 
     # asyncio callbacks -----------------------------------------------------------------
 
@@ -395,9 +407,12 @@ class PublicProtocol(asyncio.Protocol):
                 slash = path.find(b"/", path.find(b"//") + 2)
                 path = path[slash:] if slash >= 0 else b"/"
             trimmed = path.lstrip(b"/")
+            stream = None
             if not (trimmed == b"ocsp" or trimmed.startswith((b"ocsp/", b"ocsp?"))):
-                self._start_hand_off()
-                return
+                stream = _STREAM_PATH.match(trimmed) if self.fp.streams is not None else None
+                if stream is None:
+                    self._start_hand_off()
+                    return
             # Header look-ups by search over the lower-cased head instead of a dict of
             # every header: a few C-level scans instead of a Python loop per line. One
             # regular expression first checks that every line is "token:" something
@@ -441,6 +456,9 @@ class PublicProtocol(asyncio.Protocol):
             self._request_started = None if not buf else time.monotonic()
             connection = (_header(head, lower, b"\r\nconnection:") or b"").lower()
             keep_alive = (b"close" not in connection) if version == b"HTTP/1.1" else (b"keep-alive" in connection)
+            if stream is not None:
+                self._subscribe(method, stream.group(1).decode(), head, lower, body, version)
+                return
             self._dispatch(method, trimmed, head, lower, body, keep_alive)
             if len(self._queue) > 32:
                 self._pause()
@@ -511,6 +529,52 @@ class PublicProtocol(asyncio.Protocol):
             not keep_alive,
         )
 
+    # The CRL push stream ----------------------------------------------------------------
+
+    def _subscribe(self, method: bytes, name: str, head: bytes, lower: bytes, body: bytes, version: bytes) -> None:
+        hub = self.fp.streams
+        assert hub is not None
+        if method != b"GET":
+            self._fail(b"405 Method Not Allowed\r\nAllow: GET", b"the CRL stream is read with GET\n")
+            return
+        if body:
+            self._fail(b"400 Bad Request", b"a stream request has no body\n")
+            return
+        if version != b"HTTP/1.1":
+            self._fail(b"505 HTTP Version Not Supported", b"the CRL stream needs HTTP/1.1 (chunked transfer)\n")
+            return
+        issuer = hub.source.issuers.get(name)
+        if issuer is None:
+            self._fail(b"404 Not Found", b"no CA named %s\n" % name.encode())
+            return
+        try:
+            last = parse_last_event_id(_header(head, lower, b"\r\nlast-event-id:"))
+        except BadLastEventID as e:
+            self._fail(b"400 Bad Request", str(e).encode() + b"\n")
+            return
+        self.fp.stats["streams"] += 1
+        self._stream = (issuer.id, last)
+        self._handing_off = True
+        if not self._queue:
+            self._hand_off()
+
+    def _become_subscriber(self, transport: asyncio.Transport) -> None:
+        hub = self.fp.streams
+        assert hub is not None and self._stream is not None
+        issuer_id, last = self._stream
+        issuer = next((i for i in hub.source.issuers.values() if i.id == issuer_id), None)
+        if issuer is None:  # pragma: no cover - the table changed between two lines
+            transport.close()
+            return
+        transport.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-store\r\n"
+            b"X-Accel-Buffering: no\r\nTransfer-Encoding: chunked\r\nDate: %s\r\n\r\n"
+            % self.fp.date.now(self.fp.clock())
+        )
+        sub = RawSubscriber(hub, issuer_id, transport)
+        transport.set_protocol(sub)
+        asyncio.get_running_loop().create_task(hub.join(sub, issuer, last))
+
     # Hand-off to aiohttp ----------------------------------------------------------------
 
     def _start_hand_off(self) -> None:
@@ -522,15 +586,22 @@ class PublicProtocol(asyncio.Protocol):
             self._hand_off()
 
     def _hand_off(self) -> None:
-        assert self.fp.handoff is not None and self.transport is not None
+        assert self.transport is not None
         self.fp.connections.discard(self)
-        self.fp.stats["handed_off"] += 1
         transport = self.transport
         if transport.is_closing():
             return
         if self._paused:
             self._paused = False
             transport.resume_reading()
+        if self._stream is not None:
+            self.transport = None
+            self._closing = True
+            self._buf.clear()
+            self._become_subscriber(transport)
+            return
+        assert self.fp.handoff is not None
+        self.fp.stats["handed_off"] += 1
         protocol = self.fp.handoff()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

@@ -127,7 +127,9 @@ def _http_date(t: int) -> bytes:
 def _answer(der: bytes, this_update: int, next_update: int) -> Answer:
     etag = b'"' + hashlib.blake2b(der, digest_size=16).hexdigest().encode() + b'"'
     static = b"ETag: %s\r\nLast-Modified: %s\r\nExpires: %s\r\n" % (
-        etag, _http_date(this_update), _http_date(next_update)
+        etag,
+        _http_date(this_update),
+        _http_date(next_update),
     )
     return Answer(der, this_update, next_update, etag, static)
 
@@ -364,8 +366,17 @@ class OCSPSource:
             return False
         return True
 
-    async def _sign_live(self, signer: ResponseSigner, serial: int, status: SingleStatus, this_update: int,
-                         next_update: int, alg: HashAlgorithm, nonce: bytes | None, extended: bool) -> bytes:
+    async def _sign_live(
+        self,
+        signer: ResponseSigner,
+        serial: int,
+        status: SingleStatus,
+        this_update: int,
+        next_update: int,
+        alg: HashAlgorithm,
+        nonce: bytes | None,
+        extended: bool,
+    ) -> bytes:
         self._live += 1
         try:
             self.stats["live_signed"] += 1
@@ -416,8 +427,9 @@ class OCSPSource:
             return base if alg is HashAlgorithm.SHA1 else _TRY_LATER
         generation = self._generation
         status = response_status(base.der)
-        der = await self._sign_live(entry.signer, cid.serial, status, base.this_update, base.next_update, alg,
-                                    nonce, False)
+        der = await self._sign_live(
+            entry.signer, cid.serial, status, base.this_update, base.next_update, alg, nonce, False
+        )
         if nonce is not None:
             return Answer(der, base.this_update, base.next_update, None)
         answer = _answer(der, base.this_update, base.next_update)

@@ -27,8 +27,10 @@ from aiohttp.http_exceptions import BadHttpMessage
 from ca_core.clock import SystemClock
 
 from . import server
-from .app import OCSP_ROUTE, build_public_app
+from .app import CRL_ROUTE, OCSP_ROUTE, build_public_app
 from .config import Config, configure_logging
+from .crl_source import CRLSource
+from .crl_stream import StreamHub
 from .fastpath import FastPath, PublicProtocol
 from .fastredis import FastRedis
 from .ocsp_source import OCSPSource, UnknownSerialPolicy
@@ -71,10 +73,12 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
 class PublicServer:
     """What a running worker exposes (for tests and the demo)."""
 
-    def __init__(self, fastpath: FastPath, source: OCSPSource, port: int) -> None:
+    def __init__(self, fastpath: FastPath, source: OCSPSource, port: int, crls: CRLSource, streams: StreamHub) -> None:
         self.fastpath = fastpath
         self.source = source
         self.port = port
+        self.crls = crls
+        self.streams = streams
 
 
 @contextlib.asynccontextmanager
@@ -99,22 +103,29 @@ async def public_server(
         honour_nonce=cfg.ocsp_nonce == "sign",
         unknown_serial=UnknownSerialPolicy(cfg.ocsp_unknown_serial),
     )
+    crls = CRLSource(FastRedis(redis_url), storage.redis, cache_bytes=cfg.crl_cache_mb << 20)
+    crls.issuers = await CRLSource.load_issuers(storage.pool)
+    streams = StreamHub(FastRedis(redis_url), crls, cfg.urls())
+    crls.on_delta = streams.published
     app = build_public_app(storage.pool, storage.redis)
+    app[CRL_ROUTE].source = crls
+    app[CRL_ROUTE].hub = streams
     logging.getLogger("aiohttp.server").addFilter(_BAD_REQUESTS)  # idempotent
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
-        async with source.running():
+        async with source.running(), crls.running(), streams.running():
             assert runner.server is not None
             fastpath = FastPath(source, runner.server)
+            fastpath.streams = streams
             app[OCSP_ROUTE].fastpath = fastpath
             sock = listening_socket(cfg.public_host, cfg.public_port if port is None else port, reuse_port=reuse_port)
             loop = asyncio.get_running_loop()
             srv = await loop.create_server(lambda: PublicProtocol(fastpath), sock=sock)
             fastpath.start()
-            refresher = asyncio.create_task(_refresh_issuers(source, storage, key_vault))
+            refresher = asyncio.create_task(_refresh_issuers(source, storage, key_vault, crls))
             try:
-                yield PublicServer(fastpath, source, sock.getsockname()[1])
+                yield PublicServer(fastpath, source, sock.getsockname()[1], crls, streams)
             finally:
                 refresher.cancel()
                 srv.close()
@@ -125,12 +136,15 @@ async def public_server(
         await runner.cleanup()
 
 
-async def _refresh_issuers(source: OCSPSource, storage: Storage, key_vault: Any, interval: float = 60.0) -> None:
+async def _refresh_issuers(
+    source: OCSPSource, storage: Storage, key_vault: Any, crls: CRLSource, interval: float = 60.0
+) -> None:
     """Pick up new issuers and renewed OCSP signers without a restart."""
     while True:
         await asyncio.sleep(interval)
         try:
             source.issuers = await OCSPSource.load_issuers(storage.pool, key_vault, SystemClock().now())
+            crls.issuers = await CRLSource.load_issuers(storage.pool)
         except Exception as e:  # noqa: BLE001 - keep serving with the table we have
             _log.warning("could not refresh the issuer table: %s", e)
 
@@ -217,4 +231,3 @@ async def serve_workers(cfg: Config, ep: Endpoints, lifetime: server.Lifetime, *
             if p.is_alive():
                 p.kill()
                 await asyncio.to_thread(p.join, 1)
-

@@ -123,8 +123,15 @@ def _signer_entry(cfg: Config, database_url: str, redis_url: str, counter: Any, 
 
 
 async def run_signer(
-    cfg: Config, ep: Endpoints, storage: Storage, lifetime: server.Lifetime, *, processes: int, once: bool,
-    do_refill: bool, quiet: bool = False,
+    cfg: Config,
+    ep: Endpoints,
+    storage: Storage,
+    lifetime: server.Lifetime,
+    *,
+    processes: int,
+    once: bool,
+    do_refill: bool,
+    quiet: bool = False,
 ) -> int:
     if do_refill:
         # A new fill for every issuer: everything is due now, and unknown serials are
@@ -154,7 +161,9 @@ async def run_signer(
     ctx = multiprocessing.get_context("spawn")
     counter = ctx.Value("q", 0)
     procs = [
-        ctx.Process(target=_signer_entry, args=(cfg, ep.database_url, ep.redis_url, counter, once, i), name=f"signer-{i}")
+        ctx.Process(
+            target=_signer_entry, args=(cfg, ep.database_url, ep.redis_url, counter, once, i), name=f"signer-{i}"
+        )
         for i in range(processes)
     ]
     for p in procs:
