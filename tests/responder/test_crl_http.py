@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 from collections.abc import AsyncIterator
 
 import asyncpg
