@@ -755,6 +755,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     _common(p)
 
+    from .crl_cmd import cmd_crl_fetch, cmd_crl_publish, cmd_crl_show
+
+    crl = sub.add_parser("crl", help="publish, inspect and fetch CRLs").add_subparsers(
+        dest="crl_command", metavar="ACTION", required=True
+    )
+    p = add(
+        "publish",
+        "issue CRLs now (the signer also does it on schedule)",
+        _with_storage(cmd_crl_publish),
+        parent=crl,
+        description=(
+            "Issue a new base for each issuer: the full CRL and every partition CRL, from one consistent\n"
+            "snapshot, with a new CRL number, plus a delta bridging the previous base. With --delta, issue\n"
+            "a delta CRL instead (every change since the base). Needs the key passphrase: CRLs are signed\n"
+            "with the CA key. 'certstatus signer' publishes on its own every CERTSTATUS_CRL_INTERVAL_HOURS\n"
+            "(full) and within CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS of a change (delta); use this after a\n"
+            "bulk load, or to publish before a planned outage."
+        ),
+    )
+    p.add_argument("--issuer", action="append", metavar="NAME", help="only this issuer (repeatable; default: all)")
+    p.add_argument("--delta", action="store_true", help="a delta CRL instead of a new base")
+    _common(p)
+    p = add(
+        "show",
+        "show the CRLs being served and the publication log",
+        _with_storage(cmd_crl_show),
+        parent=crl,
+        description=(
+            "For each issuer and scope (full, delta, p<k>, p<k>-delta): the CRL number, its base (deltas),\n"
+            "thisUpdate, nextUpdate, entries and size, as the responders serve it from Redis; then the\n"
+            "publication log kept in PostgreSQL. --entries lists the revoked serials too."
+        ),
+    )
+    p.add_argument("--issuer", metavar="NAME")
+    p.add_argument("--partition", type=int, metavar="P")
+    p.add_argument("--delta", action="store_true", help="only delta CRLs")
+    p.add_argument("--entries", action="store_true", help="list the entries (up to --limit per CRL)")
+    p.add_argument("--limit", type=int, default=50, help="entries shown per CRL with --entries (default 50)")
+    p.add_argument("--history", type=int, default=10, metavar="N", help="publication log rows per issuer (default 10)")
+    _common(p)
+    p = add(
+        "fetch",
+        "download a CRL over HTTP, verify it and save it",
+        cmd_crl_fetch,
+        parent=crl,
+        description=(
+            "Download a CRL the way a relying party does: from a URL (as written in certificates) or by\n"
+            "issuer name from CERTSTATUS_PUBLIC_BASE_URL. Its signature is checked against the issuer's\n"
+            "certificate from /ca/<issuer>.crt and its nextUpdate against the clock; the exit status is 1\n"
+            "if either fails. Needs no database: run it anywhere."
+        ),
+    )
+    p.add_argument("target", help="issuer name (e.g. moica) or a CRL URL")
+    p.add_argument("--partition", type=int, metavar="P", help="the partition CRL (with an issuer name)")
+    p.add_argument("--delta", action="store_true", help="the delta CRL (with an issuer name)")
+    p.add_argument("--out", metavar="FILE", help="save the CRL here (DER, or PEM with --pem)")
+    p.add_argument("--pem", action="store_true", help="save as PEM")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)")
+    _common(p)
+
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True
     )
