@@ -38,7 +38,7 @@ from . import server
 from .config import Config
 from .public import public_server
 from .runtime import Endpoints, Storage, endpoints, open_storage, vault
-from .signer_cmd import make_signer, sign_due
+from .signer_cmd import make_publisher, make_signer, publish_due, sign_due
 
 __all__ = ["export_ca_files", "run_demo"]
 
@@ -167,6 +167,15 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
             f"-CAfile {q(d + '/root.pem')} -verify_other {q(d + '/' + i + '.pem')}"
         )
 
+    def partition_of(m: dict[str, Any]) -> str:
+        # From the certificate's own CRL distribution point: /crl/<issuer>/<p>.crl
+        cert = x509.load_pem_x509_certificate((demo_dir / m["certificate"]).read_bytes())
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        return str(cdp[0].full_name[0].value).rsplit("/", 1)[1].removesuffix(".crl")
+
+    p = partition_of(revoked)
+    pem = {name: q(d + "/" + name + ".pem") for name in ("root", issuer)}
+    verify = f"openssl verify -crl_check_all -CAfile {pem['root']} -untrusted {pem[issuer]} -CRLfile root-crl.pem"
     env = f"export CERTSTATUS_DATA_DIR={q(str(cfg.data_dir))} CERTSTATUS_KEY_PASSPHRASE_FILE={q(str(passphrase_file))}"
     lines = [
         "# certstatus demo: commands that work against this demo",
@@ -202,6 +211,21 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
         f"-CAfile {q(d + '/root.pem')} -verify_other {q(d + '/' + issuer + '.pem')} | grep ': good'",
         "```",
         "",
+        "## CRLs: full, partitioned, delta, and the push stream",
+        "",
+        "```sh",
+        f"curl -sf -D crl-headers.txt -o full.crl {base}/crl/{issuer}.crl && grep -iE '^(etag|expires|cache-control):' crl-headers.txt",
+        f"openssl crl -inform DER -in full.crl -CAfile {pem[issuer]} -noout 2>&1 | grep 'verify OK'",
+        f"openssl crl -inform DER -in full.crl -noout -text | grep -i -A3 'Serial Number: {revoked['serial']}'",
+        f"curl -sf {base}/crl/root.crl | openssl crl -inform DER -out root-crl.pem && openssl crl -inform DER -in full.crl -out full.pem",
+        f"{verify} -CRLfile full.pem {q(d + '/' + first['certificate'])}",
+        f"curl -sf {base}/crl/{issuer}/{p}.crl | openssl crl -inform DER -out part.pem   # the partition its CRL distribution point names",
+        f"curl -sf {base}/crl/{issuer}/{p}/delta.crl | openssl crl -inform DER -out delta.pem   # and that partition's delta (freshestCRL)",
+        f"{verify} -use_deltas -extended_crl -CRLfile part.pem -CRLfile delta.pem {q(d + '/' + revoked['certificate'])} 2>&1 "
+        "| grep 'certificate revoked'   # refused: revoked",
+        f"(curl -sN --max-time 2 -H 'Last-Event-ID: 1' {base}/crl/{issuer}/stream || true) | grep -m1 -E '^(event|retry):'",
+        "```",
+        "",
         "## The CA, from another terminal while the demo runs",
         "",
         "```sh",
@@ -217,6 +241,9 @@ def _cheat_sheet(cfg: Config, demo_dir: Path, manifest: list[dict[str, Any]], pa
         "    -subj '/C=TW/CN=王大明/serialNumber=0000000000000042' -out me.csr",
         f"certstatus cert issue --issuer {issuer} --profile citizen-signing --csr me.csr --out me.pem",
         "certstatus audit list",
+        f"certstatus crl publish --issuer {issuer} --delta",
+        f"certstatus crl show --issuer {issuer} --delta",
+        f"certstatus crl fetch {base}/crl/{issuer}/delta.crl --out delta-now.crl",
         "```",
         "",
     ]
@@ -300,6 +327,7 @@ certstatus demo is ready.
   cheat sheet      {sheet}
   public responder http://{cfg.public_host}:{cfg.public_port}/ocsp  (and /ca/<issuer>.crt, /healthz, /readyz)
   OCSP signer      running in this process
+  CRL publisher    running in this process: {cfg.urls().base}/crl/<issuer>.crl, .../<p>.crl, .../delta.crl, .../stream
 
   sample certificates:
 {rows}
@@ -312,13 +340,17 @@ certstatus demo is ready.
     # The first fill (a few hundred responses) before serving, so the first query is answered.
     await sign_due(signer)
     signing = asyncio.create_task(signer.run(), name="ocsp-signer")
+    publisher = make_publisher(cfg, storage)
+    await publish_due(publisher)  # the first CRLs before serving, like the first OCSP fill
+    publishing = asyncio.create_task(publisher.run(), name="crl-publisher")
     try:
         async with public_server(cfg, storage, ep.redis_url):
             print(summary + "\nCtrl-C stops everything.", flush=True)
             await lifetime.wait()
     finally:
-        signing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await signing
+        for task in (signing, publishing):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     say("stopping ...")
     return 0

@@ -203,7 +203,7 @@ def test_demo_end_to_end(demo: Demo, openssl: Callable[..., subprocess.Completed
 def _run_cheat_sheet(demo: Demo) -> None:
     sheet = (demo.data_dir / "CHEATSHEET.md").read_text()
     blocks = re.findall(r"```sh\n(.*?)```", sheet, flags=re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     commands = [c for c in "\n".join(blocks).replace("\\\n", " ").splitlines() if c.strip()]
     env_line = next(c for c in commands if c.startswith("export "))
     have_curl = shutil.which("curl") is not None
@@ -219,4 +219,4 @@ def _run_cheat_sheet(demo: Demo) -> None:
         assert (result.returncode != 0) == refused, f"{command}\n{result.stdout}\n{result.stderr}"
         assert "Traceback" not in result.stderr
         ran += 1
-    assert ran >= 18
+    assert ran >= 27
