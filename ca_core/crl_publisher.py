@@ -411,15 +411,18 @@ class CRLPublisher:
                 async with self.pool.acquire() as conn:
                     issuing.base = await db.latest_crl_publication(conn, issuing.row.id, "base")
                     issuing.delta = await db.latest_crl_publication(conn, issuing.row.id, "delta")
-            need = await self.due(issuing)
-            if need == "base":
-                result = await self.publish_base(issuing.row.name)
-            elif need == "delta":
-                result = await self.publish_delta(issuing.row.name)
-            else:
+            if await self.due(issuing) is None:
                 continue
-            if result is not None:
-                done.append(result)
+            async with self._publishing(issuing) as lock_conn:
+                if lock_conn is None:
+                    continue
+                # Decided again with the state just read under the lock: another publisher
+                # (another signer, 'certstatus crl publish') may have done it meanwhile.
+                need = await self.due(issuing)
+                if need == "base" or (need == "delta" and issuing.base is None):
+                    done.append(await self._publish_base(issuing, lock_conn))
+                elif need == "delta":
+                    done.append(await self._publish_delta(issuing, lock_conn))
         return done
 
     def wake(self, *_: object) -> None:
