@@ -212,7 +212,9 @@ def test_precedence_defaults_then_toml_then_env_then_overrides(tmp_path: Path) -
 
 
 def test_overrides_are_coerced_like_everything_else() -> None:
-    cfg = Config.load(env={}, overrides={"public_port": "9090", "data_dir": "/srv/certstatus", "ocsp_key_type": "EC-P384"})
+    cfg = Config.load(
+        env={}, overrides={"public_port": "9090", "data_dir": "/srv/certstatus", "ocsp_key_type": "EC-P384"}
+    )
     assert cfg.public_port == 9090
     assert cfg.data_dir == Path("/srv/certstatus")
     assert cfg.ocsp_key_type is KeyType.EC_P384
@@ -221,9 +223,43 @@ def test_overrides_are_coerced_like_everything_else() -> None:
 # Errors ---------------------------------------------------------------------------------
 
 ENV_ERRORS: list[tuple[str, dict[str, str], list[str]]] = [
-    ("port-not-an-integer", {"CERTSTATUS_PUBLIC_PORT": "eighty"}, ["CERTSTATUS_PUBLIC_PORT", "'eighty'", "must be an integer"]),
+    (
+        "port-not-an-integer",
+        {"CERTSTATUS_PUBLIC_PORT": "eighty"},
+        ["CERTSTATUS_PUBLIC_PORT", "'eighty'", "must be an integer"],
+    ),
     ("admin-port-not-an-integer", {"CERTSTATUS_ADMIN_PORT": "80.5"}, ["CERTSTATUS_ADMIN_PORT", "must be an integer"]),
     ("port-zero", {"CERTSTATUS_PUBLIC_PORT": "0"}, ["CERTSTATUS_PUBLIC_PORT=0", "between 1 and 65535"]),
+    (
+        "crl-validity-not-longer-than-interval",
+        {"CERTSTATUS_CRL_VALIDITY_HOURS": "24"},
+        ["CERTSTATUS_CRL_VALIDITY_HOURS=24", "longer than CERTSTATUS_CRL_INTERVAL_HOURS"],
+    ),
+    (
+        "crl-delta-validity-not-longer-than-interval",
+        {"CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS": "3600"},
+        ["CERTSTATUS_CRL_DELTA_VALIDITY_MINUTES=60", "longer than CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS"],
+    ),
+    (
+        "crl-delta-interval-zero",
+        {"CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS": "0"},
+        ["CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS=0", "between 1 and 86400"],
+    ),
+    (
+        "crl-grace-below-one-interval",
+        {
+            "CERTSTATUS_CRL_INTERVAL_HOURS": "48",
+            "CERTSTATUS_CRL_VALIDITY_HOURS": "96",
+            "CERTSTATUS_CRL_EXPIRED_GRACE_DAYS": "1",
+        },
+        ["CERTSTATUS_CRL_EXPIRED_GRACE_DAYS=1", "RFC 5280 5.1.2.6"],
+    ),
+    (
+        "crl-stream-history-zero",
+        {"CERTSTATUS_CRL_STREAM_HISTORY": "0"},
+        ["CERTSTATUS_CRL_STREAM_HISTORY=0", "between 1"],
+    ),
+    ("crl-cache-negative", {"CERTSTATUS_CRL_CACHE_MB": "-1"}, ["CERTSTATUS_CRL_CACHE_MB=-1", "between 0"]),
     ("port-too-high", {"CERTSTATUS_PUBLIC_PORT": "70000"}, ["CERTSTATUS_PUBLIC_PORT=70000", "between 1 and 65535"]),
     ("admin-port-too-high", {"CERTSTATUS_ADMIN_PORT": "70000"}, ["CERTSTATUS_ADMIN_PORT=70000", "between 1 and 65535"]),
     (
@@ -236,20 +272,52 @@ ENV_ERRORS: list[tuple[str, dict[str, str], list[str]]] = [
         {"CERTSTATUS_PUBLIC_PORT": "8081"},
         ["CERTSTATUS_ADMIN_PORT=8081", "never share the public port"],
     ),
-    ("bad-log-level", {"CERTSTATUS_LOG_LEVEL": "verbose"}, ["CERTSTATUS_LOG_LEVEL", "VERBOSE", "must be one of DEBUG, INFO, WARNING, ERROR"]),
-    ("bad-root-key-type", {"CERTSTATUS_ROOT_KEY_TYPE": "dsa1024"}, ["CERTSTATUS_ROOT_KEY_TYPE", "'dsa1024'", "must be one of", "ec-p256"]),
-    ("bad-issuer-key-type", {"CERTSTATUS_ISSUER_KEY_TYPE": "rsa1024"}, ["CERTSTATUS_ISSUER_KEY_TYPE", "must be one of", "rsa3072"]),
+    (
+        "bad-log-level",
+        {"CERTSTATUS_LOG_LEVEL": "verbose"},
+        ["CERTSTATUS_LOG_LEVEL", "VERBOSE", "must be one of DEBUG, INFO, WARNING, ERROR"],
+    ),
+    (
+        "bad-root-key-type",
+        {"CERTSTATUS_ROOT_KEY_TYPE": "dsa1024"},
+        ["CERTSTATUS_ROOT_KEY_TYPE", "'dsa1024'", "must be one of", "ec-p256"],
+    ),
+    (
+        "bad-issuer-key-type",
+        {"CERTSTATUS_ISSUER_KEY_TYPE": "rsa1024"},
+        ["CERTSTATUS_ISSUER_KEY_TYPE", "must be one of", "rsa3072"],
+    ),
     ("bad-ocsp-key-type", {"CERTSTATUS_OCSP_KEY_TYPE": "ed25519"}, ["CERTSTATUS_OCSP_KEY_TYPE", "must be one of"]),
     ("crl-partitions-zero", {"CERTSTATUS_CRL_PARTITIONS": "0"}, ["CERTSTATUS_CRL_PARTITIONS=0", "between 1 and 4096"]),
     ("pool-size-too-big", {"CERTSTATUS_DB_POOL_SIZE": "501"}, ["CERTSTATUS_DB_POOL_SIZE=501", "between 1 and 500"]),
-    ("validity-zero", {"CERTSTATUS_CERT_VALIDITY_DAYS": "0"}, ["CERTSTATUS_CERT_VALIDITY_DAYS=0", "between 1 and 7320"]),
-    ("ocsp-validity-too-long", {"CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS": "400"}, ["CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS=400", "between 1 and 366"]),
+    (
+        "validity-zero",
+        {"CERTSTATUS_CERT_VALIDITY_DAYS": "0"},
+        ["CERTSTATUS_CERT_VALIDITY_DAYS=0", "between 1 and 7320"],
+    ),
+    (
+        "ocsp-validity-too-long",
+        {"CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS": "400"},
+        ["CERTSTATUS_OCSP_SIGNER_VALIDITY_DAYS=400", "between 1 and 366"],
+    ),
     ("empty-host", {"CERTSTATUS_PUBLIC_HOST": "   "}, ["CERTSTATUS_PUBLIC_HOST", "must not be empty"]),
     ("workers-zero", {"CERTSTATUS_WORKERS": "0"}, ["CERTSTATUS_WORKERS=0", "between 1 and 64"]),
-    ("ocsp-validity-hours-too-long", {"CERTSTATUS_OCSP_VALIDITY_HOURS": "241"}, ["CERTSTATUS_OCSP_VALIDITY_HOURS=241", "10 days"]),
+    (
+        "ocsp-validity-hours-too-long",
+        {"CERTSTATUS_OCSP_VALIDITY_HOURS": "241"},
+        ["CERTSTATUS_OCSP_VALIDITY_HOURS=241", "10 days"],
+    ),
     ("bad-nonce-mode", {"CERTSTATUS_OCSP_NONCE": "maybe"}, ["CERTSTATUS_OCSP_NONCE", "'ignore' or 'sign'"]),
-    ("bad-unknown-serial", {"CERTSTATUS_OCSP_UNKNOWN_SERIAL": "good"}, ["CERTSTATUS_OCSP_UNKNOWN_SERIAL", "'unauthorized' or 'revoked'"]),
-    ("negative-live-limit", {"CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT": "-1"}, ["CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT=-1", "between 0 and 1024"]),
+    (
+        "bad-unknown-serial",
+        {"CERTSTATUS_OCSP_UNKNOWN_SERIAL": "good"},
+        ["CERTSTATUS_OCSP_UNKNOWN_SERIAL", "'unauthorized' or 'revoked'"],
+    ),
+    (
+        "negative-live-limit",
+        {"CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT": "-1"},
+        ["CERTSTATUS_OCSP_LIVE_SIGNING_LIMIT=-1", "between 0 and 1024"],
+    ),
     ("batch-zero", {"CERTSTATUS_SIGNER_BATCH_SIZE": "0"}, ["CERTSTATUS_SIGNER_BATCH_SIZE=0", "between 1 and 10000"]),
     ("redis-bad-scheme", {"REDIS_URL": "http://cache.internal:6379"}, ["REDIS_URL", "redis://, rediss:// or unix://"]),
     (
@@ -257,12 +325,18 @@ ENV_ERRORS: list[tuple[str, dict[str, str], list[str]]] = [
         {"CERTSTATUS_KEY_PASSPHRASE": PASSPHRASE, "CERTSTATUS_KEY_PASSPHRASE_FILE": "/run/secrets/pass"},
         ["CERTSTATUS_KEY_PASSPHRASE", "CERTSTATUS_KEY_PASSPHRASE_FILE", "not both"],
     ),
-    ("passphrase-too-short", {"CERTSTATUS_KEY_PASSPHRASE": "short-pass"}, ["CERTSTATUS_KEY_PASSPHRASE", "too short", "at least 12"]),
+    (
+        "passphrase-too-short",
+        {"CERTSTATUS_KEY_PASSPHRASE": "short-pass"},
+        ["CERTSTATUS_KEY_PASSPHRASE", "too short", "at least 12"],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("env", "fragments"), [c[1:] for c in ENV_ERRORS], ids=[c[0] for c in ENV_ERRORS])
-def test_bad_environment_is_a_configuration_error_naming_the_variable(env: dict[str, str], fragments: list[str]) -> None:
+def test_bad_environment_is_a_configuration_error_naming_the_variable(
+    env: dict[str, str], fragments: list[str]
+) -> None:
     with pytest.raises(ConfigurationError) as info:
         Config.load(env=env)
 
@@ -340,9 +414,17 @@ def test_short_passphrase_is_not_echoed() -> None:
 
 
 TOML_ERRORS: list[tuple[str, str, list[str]]] = [
-    ("unknown-key", 'public_port = 9000\nlisten_port = 80\nfancy = true\n', ["unknown settings", "'fancy'", "'listen_port'", "known:", "public_port"]),
-    ("key-passphrase-refused", f'key_passphrase = "{PASSPHRASE}"\n', ["key_passphrase", "keep secrets out of config files", "CERTSTATUS_KEY_PASSPHRASE"]),
-    ("invalid-syntax", 'public_port = = 9000\n', ["not valid TOML", "line 1"]),
+    (
+        "unknown-key",
+        "public_port = 9000\nlisten_port = 80\nfancy = true\n",
+        ["unknown settings", "'fancy'", "'listen_port'", "known:", "public_port"],
+    ),
+    (
+        "key-passphrase-refused",
+        f'key_passphrase = "{PASSPHRASE}"\n',
+        ["key_passphrase", "keep secrets out of config files", "CERTSTATUS_KEY_PASSPHRASE"],
+    ),
+    ("invalid-syntax", "public_port = = 9000\n", ["not valid TOML", "line 1"]),
     ("unterminated-string", 'organization = "oops\n', ["not valid TOML"]),
     ("port-not-an-integer", 'public_port = "eighty"\n', ["CERTSTATUS_PUBLIC_PORT", "'eighty'", "must be an integer"]),
     ("port-is-a-boolean", "public_port = true\n", ["CERTSTATUS_PUBLIC_PORT", "must be an integer"]),
@@ -487,7 +569,9 @@ def test_config_repr_hides_secrets(secret_config: Config, render: Any) -> None:
 # Frozen ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "value"), [("public_port", 1), ("database_url", "postgresql://x/y"), ("log_level", "DEBUG")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("public_port", 1), ("database_url", "postgresql://x/y"), ("log_level", "DEBUG")]
+)
 def test_config_is_frozen(field: str, value: Any) -> None:
     cfg = Config.load(env={})
     with pytest.raises(dataclasses.FrozenInstanceError):
