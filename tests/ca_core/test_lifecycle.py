@@ -474,8 +474,13 @@ class TestCASideCertificates:
     """Issuing-CA and OCSP-signer certificates live in the same table, under their own rules."""
 
     async def _ca_cert(self, pool: asyncpg.Pool, profile: str, issuer: str) -> str:
+        """The serial of moica's CA certificate (issued by the root) or of an OCSP signer
+        certificate of ``issuer`` (the root issued two CA certificates: pick by contents,
+        not by whichever row a scan returns first)."""
         raw = await pool.fetchval(
-            "SELECT c.serial FROM certificates c JOIN issuers i ON i.id = c.issuer_id WHERE i.name = $1 AND c.profile = $2",
+            """SELECT c.serial FROM certificates c JOIN issuers i ON i.id = c.issuer_id
+               WHERE i.name = $1 AND c.profile = $2
+                 AND (c.profile <> 'issuing-ca' OR c.der = (SELECT certificate FROM issuers WHERE name = 'moica'))""",
             issuer, profile,
         )
         return bytes(raw).hex().upper()
