@@ -441,8 +441,11 @@ class CRLPublisher:
             except (CAError, StorageError, RedisError, OSError, asyncpg.PostgresError) as e:
                 _log.warning("CRL publisher: %s; retrying", e)
                 await asyncio.sleep(1.0)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as its inner wait completes.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll)
+                async with asyncio.timeout(self.settings.poll):
+                    await self._wake.wait()
             self._wake.clear()
 
 
