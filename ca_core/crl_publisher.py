@@ -34,7 +34,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -232,29 +232,52 @@ class CRLPublisher:
             )
 
         full = CRLEncoder(params(None), issuing.signer)
-        parts = [CRLEncoder(params(p), issuing.signer) for p in range(partitions)]
+        refresh_at = this_update + int(s.full_interval.total_seconds())
+        manifests: dict[str, store.Manifest] = {}
         bridge_rows: list[asyncpg.Record] = []
+        # Rows arrive in partition order, so each partition CRL is finished, signed and
+        # stored as soon as the next partition begins: one partition's spool at a time,
+        # whatever the number of partitions.
+        done = 0  # partitions [0, done) are stored
+        open_part: list[CRLEncoder] = []  # the encoder of partition `done`, once begun
+
+        async def finish_partitions(end: int) -> None:
+            nonlocal done
+            while done < end:
+                enc = open_part.pop() if open_part else CRLEncoder(params(done), issuing.signer)
+                try:
+                    scope = store.scope_name(done, delta=False)
+                    manifests[scope] = await self._store(iid, scope, await asyncio.to_thread(enc.finish), refresh_at)
+                finally:
+                    enc.close()
+                done += 1
+
         try:
             async with self.pool.acquire() as snap, db.crl_snapshot(snap, iid) as mark:
                 async for batch in db.listed_certificates(snap, iid, now - s.expired_grace):
                     ders, length = encode_entries(batch)
                     full.add_encoded(ders, length)
-                    if partitions:
-                        _route(batch, ders, parts)
+                    for p, chosen, chosen_length in _partition_groups(batch, ders):
+                        if not 0 <= p < partitions:
+                            if partitions == 0:
+                                continue  # the root publishes no partition CRLs
+                            raise StorageError(
+                                f"a certificate is in CRL partition {p}, beyond the issuer's {partitions}"
+                            )
+                        if p < done:
+                            raise StorageError("listed certificates did not come in partition order")
+                        await finish_partitions(p)
+                        if chosen:
+                            if not open_part:
+                                open_part.append(CRLEncoder(params(p), issuing.signer))
+                            open_part[0].add_encoded(chosen, chosen_length)
                 if previous is not None:
                     bridge_rows = await db.changed_since(snap, iid, previous.outbox_mark, mark)
-            encoded = [(None, await asyncio.to_thread(full.finish))]
-            for p, enc in enumerate(parts):
-                encoded.append((p, await asyncio.to_thread(enc.finish)))
-            refresh_at = this_update + int(s.full_interval.total_seconds())
-            manifests = {}
-            for p, crl in encoded:
-                manifests[store.scope_name(p, delta=False)] = await self._store(
-                    iid, store.scope_name(p, delta=False), crl, refresh_at
-                )
+            await finish_partitions(partitions)
+            manifests["full"] = await self._store(iid, "full", await asyncio.to_thread(full.finish), refresh_at)
         finally:
             full.close()
-            for enc in parts:
+            for enc in open_part:
                 enc.close()
         switched = True
         for scope, manifest in manifests.items():
@@ -449,14 +472,14 @@ class CRLPublisher:
             self._wake.clear()
 
 
-def _route(batch: list[asyncpg.Record], ders: list[bytes], parts: list[CRLEncoder]) -> None:
-    """Feed each encoded entry to its partition's CRL (end-entity certificates only)."""
-    start = 0
-    n = len(batch)
+def _partition_groups(batch: list[asyncpg.Record], ders: list[bytes]) -> Iterator[tuple[int, list[bytes], int]]:
+    """Split a batch (in partition order) into runs of one partition: (partition, encoded
+    entries that belong on its CRL, their total length). End-entity certificates only."""
+    start, n = 0, len(batch)
     while start < n:
         p = batch[start][4]
         end = start
-        chosen = []
+        chosen: list[bytes] = []
         length = 0
         while end < n and batch[end][4] == p:
             if batch[end][5]:
@@ -464,10 +487,7 @@ def _route(batch: list[asyncpg.Record], ders: list[bytes], parts: list[CRLEncode
                 chosen.append(der)
                 length += len(der)
             end += 1
-        if chosen:
-            if not 0 <= p < len(parts):
-                raise StorageError(f"a certificate is in CRL partition {p}, beyond the issuer's {len(parts)}")
-            parts[p].add_encoded(chosen, length)
+        yield p, chosen, length
         start = end
 
 

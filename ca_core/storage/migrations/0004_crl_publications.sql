@@ -28,3 +28,9 @@ CREATE TABLE crl_publications (
     CHECK (next_update > this_update)
 );
 CREATE INDEX crl_publications_latest ON crl_publications (issuer_id, kind, number DESC);
+
+-- A base CRL reads every listed certificate of an issuer in (partition, serial) order. With
+-- the serial in the index the rows come out sorted (bench/crl.py: a million rows were sorted
+-- on disk before). It replaces certificates_listed, whose columns are its prefix.
+CREATE INDEX certificates_crl ON certificates (issuer_id, crl_partition, serial) WHERE status <> 'good';
+DROP INDEX certificates_listed;
