@@ -66,6 +66,7 @@ class CRLSource:
     """Manifests and chunks of published CRLs (see the module docstring).
 
     :param on_delta: called with (issuer id, CRL number) when a delta joins the push stream.
+    :param on_subscribed: called each time the publication subscription is (re)established.
     """
 
     def __init__(
@@ -75,11 +76,13 @@ class CRLSource:
         *,
         cache_bytes: int = 64 << 20,
         on_delta: Callable[[int, int], object] | None = None,
+        on_subscribed: Callable[[], object] | None = None,
     ) -> None:
         self.fast = fast
         self.subscriber = subscriber
         self.cache_bytes = cache_bytes
         self.on_delta = on_delta
+        self.on_subscribed = on_subscribed
         self.issuers: dict[str, CRLIssuer] = {}
         self._manifests: dict[tuple[int, str], store.Manifest] = {}
         self._chunks: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
@@ -150,6 +153,8 @@ class CRLSource:
                     if message["type"] == "subscribe":
                         self._manifests.clear()
                         self._subscribed = True
+                        if self.on_subscribed is not None:
+                            self.on_subscribed()
                     elif message["type"] == "message":
                         self._message(message["data"])
             except asyncio.CancelledError:

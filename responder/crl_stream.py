@@ -136,7 +136,9 @@ class RawSubscriber(asyncio.Protocol, Subscriber):
             return
         t.write(b"%x\r\n%s\r\n" % (len(data), data))
         if t.get_write_buffer_size() > self.hub.max_buffer:
-            self.close()
+            # abort, not close: close would wait for a reader that stopped reading.
+            self.hub.remove(self)
+            t.abort()
 
     def close(self) -> None:
         self.hub.remove(self)
@@ -261,6 +263,14 @@ class StreamHub:
         return [(e.number, delta_event(e.number, d)) for e, d in zip(entries, ders, strict=True)]
 
     # Live -------------------------------------------------------------------------------
+
+    def resubscribed(self) -> None:
+        """The worker's publication subscription was (re)established: deltas published while
+        it was down never reached these subscribers, so end their streams; they reconnect
+        with their Last-Event-ID and get the missed deltas from the kept history."""
+        for subs in self.by_issuer.values():
+            for sub in list(subs):
+                sub.close()
 
     def published(self, issuer_id: int, number: int) -> None:
         """A new delta joined the stream (called by the CRL source's subscription)."""

@@ -107,6 +107,7 @@ async def public_server(
     crls.issuers = await CRLSource.load_issuers(storage.pool)
     streams = StreamHub(FastRedis(redis_url), crls, cfg.urls())
     crls.on_delta = streams.published
+    crls.on_subscribed = streams.resubscribed
     app = build_public_app(storage.pool, storage.redis)
     app[CRL_ROUTE].source = crls
     app[CRL_ROUTE].hub = streams

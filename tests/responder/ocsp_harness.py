@@ -104,9 +104,10 @@ async def start_responder(
         certs = {i.name: x509.load_der_x509_certificate(i.certificate) for i in await db.list_issuers(conn)}
     cfg = test_config(**config)
     async with public_server(cfg, Storage(pool, redis), redis_url, port=0) as srv, aiohttp.ClientSession() as http:
-        # Wait for the change subscription, so the cache is in use as in production.
+        # Wait for the change subscriptions (OCSP and CRL), so caches are in use as in
+        # production and a new stream subscriber is not ended by a first subscription.
         for _ in range(200):
-            if srv.source._subscribed:
+            if srv.source._subscribed and srv.crls._subscribed:
                 break
             import asyncio
 
