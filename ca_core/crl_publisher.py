@@ -34,7 +34,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -197,7 +197,7 @@ class CRLPublisher:
             return await self._publish_delta(issuing, lock_conn)
 
     @contextlib.asynccontextmanager
-    async def _publishing(self, issuing: _Issuer):  # type: ignore[no-untyped-def]
+    async def _publishing(self, issuing: _Issuer) -> AsyncIterator[asyncpg.Connection | None]:
         with db.storage_errors(f"publishing the CRLs of {issuing.row.name}"):
             async with self.pool.acquire() as conn:
                 if not await db.try_crl_publish_lock(conn, issuing.row.id):
@@ -339,17 +339,22 @@ class CRLPublisher:
         if partitions:
             for row, entry in zip(rows, entries, strict=True):
                 if row[5]:
-                    by_scope[row[4]].append(entry)
+                    bucket = by_scope.get(row[4])
+                    if bucket is None:
+                        raise StorageError(
+                            f"a certificate is in CRL partition {row[4]}, beyond the issuer's {partitions}"
+                        )
+                    bucket.append(entry)
         full_der = b""
         manifests = {}
-        for p, scope_entries in by_scope.items():
-            enc = CRLEncoder(params(p), issuing.signer)
+        for part, scope_entries in by_scope.items():
+            enc = CRLEncoder(params(part), issuing.signer)
             try:
                 enc.add_rows(scope_entries)
                 crl = enc.finish()
-                scope = store.scope_name(p, delta=True)
+                scope = store.scope_name(part, delta=True)
                 manifests[scope] = await self._store(iid, scope, crl, refresh_at)
-                if p is None:
+                if part is None:
                     full_der = crl.der()
             finally:
                 enc.close()

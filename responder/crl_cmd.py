@@ -104,15 +104,16 @@ async def cmd_crl_show(cfg: Config, args: argparse.Namespace, storage: Storage, 
             scopes = [s for s in scopes if s.endswith("delta")]
         raw = await storage.redis.mget([store.manifest_key(issuer.id, s) for s in scopes])
         for scope, value in zip(scopes, raw, strict=True):
-            m = store.Manifest.from_json(value) if value is not None else None
+            m = store.Manifest.from_json(_raw(value)) if value is not None else None
             entry: dict[str, Any] = {"issuer": issuer.name, "scope": scope, "published": m is not None}
             if m is not None:
                 entry.update(number=m.number, base=m.base, this_update=_iso(m.this_update),
                              next_update=_iso(m.next_update), entries=m.entries, bytes=m.length,
                              url=_url(cfg, issuer.name, scope))  # fmt: skip
                 if args.entries:
-                    der = b"".join([await storage.redis.get(store.chunk_key(issuer.id, scope, m.number, i)) or b""
-                                    for i in range(m.chunks)])  # fmt: skip
+                    chunks = [await storage.redis.get(store.chunk_key(issuer.id, scope, m.number, i))
+                              for i in range(m.chunks)]  # fmt: skip
+                    der = b"".join(_raw(c) for c in chunks if c is not None)
                     entry["revoked"] = _entries(der, args.limit)
             out.append(entry)
     if args.json:
@@ -133,6 +134,11 @@ async def cmd_crl_show(cfg: Config, args: argparse.Namespace, storage: Storage, 
             for ps in log.values() for p in ps]  # fmt: skip
     print(_table(rows, ["issuer", "number", "kind", "base", "thisUpdate", "nextUpdate", "entries", "bytes", "outbox"]))
     return EXIT_OK
+
+
+def _raw(value: bytes | str) -> bytes:
+    # The storage client returns bytes (no decode_responses); the type says either.
+    return value.encode("latin-1") if isinstance(value, str) else value
 
 
 def _url(cfg: Config, issuer: str, scope: str) -> str:
