@@ -421,8 +421,8 @@ class CRLPublisher:
         if present < 2:
             # Redis lost them (a flush, a restart without persistence): publish again.
             return "base" if not await self.redis.exists(store.manifest_key(issuing.row.id, "full")) else "delta"
-        if delta is None or delta.number < base.number:
-            return "delta"
+        if delta is None or delta.base_number is None or delta.base_number < base.number:
+            return "delta"  # none yet, or the bridge: the served base and delta must combine
         if delta.next_update - now <= s.delta_validity / 2:
             return "delta"
         if now - delta.this_update >= s.delta_interval:

@@ -219,7 +219,7 @@ async def crl_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-store",
                                            "X-Accel-Buffering": "no"})  # fmt: skip
     await response.prepare(request)
-    sub = QueueSubscriber(issuer.id)
+    sub = QueueSubscriber(issuer.id, request.transport, hub.max_buffer)
     try:
         await hub.join(sub, issuer, last)
         while (data := await sub.queue.get()) is not None:
@@ -313,6 +313,7 @@ def build_public_app(pool: asyncpg.Pool, redis: aioredis.Redis) -> web.Applicati
     app.router.add_get(rf"/crl/{issuer}.crl", crl)
     app.router.add_get(rf"/crl/{issuer}/delta.crl", crl)
     app.router.add_get(rf"/crl/{issuer}/stream", crl_stream)
-    app.router.add_get(rf"/crl/{issuer}/{{partition:[0-9]+}}.crl", crl)
-    app.router.add_get(rf"/crl/{issuer}/{{partition:[0-9]+}}/delta.crl", crl)
+    # Any segment: parse_scope answers a bad partition with a 404 that names the valid range.
+    app.router.add_get(rf"/crl/{issuer}/{{partition:[^/]+}}.crl", crl)
+    app.router.add_get(rf"/crl/{issuer}/{{partition:[^/]+}}/delta.crl", crl)
     return app

@@ -31,6 +31,8 @@ from ca_core.storage import crls as store
 from ca_core.storage import postgres as db
 from ca_core.storage.fastredis import FastRedis, RedisUnavailable
 
+from .server import stop_task
+
 __all__ = ["CRLIssuer", "CRLSource", "parse_scope"]
 
 _log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class CRLSource:
         self._chunks: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._cached = 0
         self._subscribed = False
+        self._generation = 0  # bumped by every publication message and (re)subscription
 
     @staticmethod
     async def load_issuers(pool: asyncpg.Pool) -> dict[str, CRLIssuer]:
@@ -102,11 +105,14 @@ class CRLSource:
             cached = self._manifests.get(key)
             if cached is not None:
                 return cached
+        generation = self._generation
         raw = await self.fast.get(store.manifest_key(issuer_id, scope))
         if raw is None:
             return None
         manifest = store.Manifest.from_json(raw)
-        if self._subscribed:
+        # Cached only if no publication message arrived while it was read: the read may
+        # have returned the manifest that message superseded.
+        if self._subscribed and generation == self._generation:
             self._manifests[key] = manifest
         return manifest
 
@@ -137,6 +143,7 @@ class CRLSource:
             if self.on_delta is not None:
                 self.on_delta(issuer_id, number)
             return
+        self._generation += 1
         self._manifests.pop((issuer_id, scope), None)
 
     async def follow(self) -> None:
@@ -151,6 +158,7 @@ class CRLSource:
                         await pubsub.ping()
                         continue
                     if message["type"] == "subscribe":
+                        self._generation += 1
                         self._manifests.clear()
                         self._subscribed = True
                         if self.on_subscribed is not None:
@@ -163,6 +171,7 @@ class CRLSource:
                 _log.warning("CRL publication subscription lost (%s); reconnecting", e)
             finally:
                 self._subscribed = False
+                self._generation += 1
                 self._manifests.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
@@ -174,7 +183,5 @@ class CRLSource:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
             await self.fast.close()

@@ -134,11 +134,14 @@ class RawSubscriber(asyncio.Protocol, Subscriber):
         if t.is_closing():
             self.hub.remove(self)
             return
-        t.write(b"%x\r\n%s\r\n" % (len(data), data))
         if t.get_write_buffer_size() > self.hub.max_buffer:
-            # abort, not close: close would wait for a reader that stopped reading.
+            # Still holding more than the limit from earlier events: the client stopped
+            # reading. Abort, not close: close would wait for it to read. (Checked before
+            # writing, so one large delta alone never cuts off a client that reads.)
             self.hub.remove(self)
             t.abort()
+            return
+        t.write(b"%x\r\n%s\r\n" % (len(data), data))
 
     def close(self) -> None:
         self.hub.remove(self)
@@ -153,21 +156,30 @@ class RawSubscriber(asyncio.Protocol, Subscriber):
 class QueueSubscriber(Subscriber):
     """A subscriber served by an aiohttp handler (a connection aiohttp already owned)."""
 
-    __slots__ = ("_closed", "queue", "size")
+    __slots__ = ("_closed", "max_buffer", "queue", "size", "transport")
 
-    def __init__(self, issuer_id: int) -> None:
+    def __init__(
+        self, issuer_id: int, transport: asyncio.BaseTransport | None = None, max_buffer: int = MAX_BUFFER
+    ) -> None:
         super().__init__(issuer_id)
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self.size = 0
+        self.size = 0  # bytes queued and not yet handed to the response
+        self.transport = transport
+        self.max_buffer = max_buffer
         self._closed = False
 
     def write(self, data: bytes) -> None:
         if self._closed:
             return
+        if self.size > self.max_buffer:
+            # The handler is stuck writing to a client that stopped reading: abort the
+            # connection, which fails its write and ends it.
+            self.close()
+            if self.transport is not None:
+                self.transport.abort()  # type: ignore[attr-defined]
+            return
         self.size += len(data)
         self.queue.put_nowait(data)
-        if self.size > MAX_BUFFER:
-            self.close()
 
     def close(self) -> None:
         if not self._closed:
@@ -224,6 +236,9 @@ class StreamHub:
                     if sub.closed:
                         return
                     if number is None:
+                        # A refetch: the client's number means nothing here, so every
+                        # live delta from now on goes through.
+                        sub.last = -1
                         sub.write(event)
                     elif number > sub.last:
                         sub.last = number
@@ -252,6 +267,9 @@ class StreamHub:
         if not entries:
             if after > newest_number:
                 return [(None, refetch_event(full_url, current, f"CRL number {after} was never published here"))]
+            if full is not None and after < full.number:
+                # Older than the current base, and no kept delta leads on from it.
+                return [(None, refetch_event(full_url, current, f"the deltas after CRL {after} are no longer kept"))]
             return []
         if entries[0].base > after:
             return [(None, refetch_event(full_url, current, f"the deltas after CRL {after} are no longer kept"))]

@@ -535,7 +535,9 @@ class PublicProtocol(asyncio.Protocol):
         hub = self.fp.streams
         assert hub is not None
         if method != b"GET":
-            self._fail(b"405 Method Not Allowed\r\nAllow: GET", b"the CRL stream is read with GET\n")
+            # A HEAD response carries no body (RFC 9110 9.3.2).
+            body = b"" if method == b"HEAD" else b"the CRL stream is read with GET\n"
+            self._fail(b"405 Method Not Allowed\r\nAllow: GET", body)
             return
         if body:
             self._fail(b"400 Bad Request", b"a stream request has no body\n")

@@ -64,6 +64,7 @@ from ca_core.storage import postgres as db
 from ca_core.storage import responses as store
 
 from .fastredis import FastRedis, RedisUnavailable
+from .server import stop_task
 
 __all__ = ["Answer", "IssuerEntry", "OCSPSource", "UnknownSerialPolicy"]
 
@@ -261,9 +262,7 @@ class OCSPSource:
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
             await self.fast.close()
 
     # Answers ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -111,3 +112,20 @@ async def serving(app: web.Application, host: str, port: int) -> AsyncIterator[w
         yield runner
     finally:
         await runner.cleanup()
+
+
+async def stop_task(task: asyncio.Task[object], *, retry: float = 0.1) -> None:
+    """Cancel a background task and wait until it has ended.
+
+    A single ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for`` (which
+    redis-py uses inside its commands) can swallow a cancellation that arrives as the inner
+    operation completes, and a loop around it then carries on. So cancel again until the
+    task is done.
+    """
+    task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=retry)
+        if not task.done():
+            task.cancel()
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger(__name__).warning("background task %s failed: %r", task.get_name(), task.exception())

@@ -341,12 +341,6 @@ async def test_downloads_during_publications_always_get_a_whole_signed_crl(
         assert headers["X-CRL-Number"] == str(result.number) == str(crl_number(x509.load_der_x509_crl(body))), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CRLSource.manifest caches a manifest read that was in flight when a publication "
-    "message dropped the scope (no generation counter, unlike OCSPSource): the worker then serves "
-    "the superseded CRL until the next publication",
-)
 async def test_a_manifest_read_racing_a_publication_is_not_cached(
     responder: CRLResponder, publisher: CRLPublisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -385,13 +379,6 @@ async def test_a_manifest_read_racing_a_publication_is_not_cached(
     assert headers["X-CRL-Number"] == str(second.number), "the worker keeps serving a superseded CRL"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a new base the served delta CRLs stay the bridge deltas (number = the new "
-    "base's number, deltaCRLIndicator = the old base): CRLPublisher.due() asks for a delta only when "
-    "delta.number < base.number, so no delta of the new base follows and the served full CRL and "
-    "delta do not combine (OpenSSL needs delta number > base number), contrary to docs/design.md",
-)
 async def test_after_a_new_base_the_served_base_and_delta_combine(
     responder: CRLResponder, publisher: CRLPublisher, clock: FakeClock, settings: CRLSettings
 ) -> None:
@@ -431,12 +418,6 @@ async def test_unknown_issuers_and_partitions_are_404_naming_what_exists(
         assert status == 404 and b"root publishes no partition CRLs" in body and b"/crl/root.crl" in body, body
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a partition that is not a number (/crl/moica/abc.crl, /crl/moica/-1.crl) never "
-    "reaches the crl handler (route pattern [0-9]+): aiohttp's bare '404: Not Found', which does not "
-    "name the valid partitions (docs/design.md: 404 naming what exists)",
-)
 async def test_a_partition_that_is_not_a_number_is_404_naming_the_valid_range(
     responder: CRLResponder, publisher: CRLPublisher
 ) -> None:
@@ -519,14 +500,6 @@ async def test_crls_on_a_keep_alive_connection_already_handed_to_aiohttp(
 # Shutdown ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CRLSource.running() can hang for ever on exit: a cancel that lands while follow() "
-    "subscribes is swallowed (Python 3.11's asyncio.wait_for, which redis-py's send_packed_command "
-    "uses when socket_timeout is set), "
-    "and follow() then loops on get_message; running() awaits it with no second cancel or timeout. "
-    "OCSPSource.follow_changes has the same shape",
-)
 async def test_the_crl_source_stops_even_when_stopped_while_subscribing(
     redis_client: aioredis.Redis, redis_url: str
 ) -> None:

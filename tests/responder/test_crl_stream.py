@@ -244,12 +244,6 @@ async def test_an_unknown_future_number_gets_refetch(responder: CRLResponder, pu
         await client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after `event: refetch` for a Last-Event-ID beyond the newest CRL the stream stays "
-    "open but StreamHub.join leaves sub.last at that number, so every live delta up to it is "
-    "silently dropped (Last-Event-ID 10**17: no delta ever again, only heartbeats)",
-)
 async def test_after_a_refetch_for_a_future_number_live_deltas_still_arrive(
     responder: CRLResponder, publisher: CRLPublisher
 ) -> None:
@@ -269,11 +263,6 @@ async def test_after_a_refetch_for_a_future_number_live_deltas_still_arrive(
     assert [e.number for e in got] == [live]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Last-Event-ID 0 (never a CRL number: numbers start at 1) gets no refetch while "
-    "the stream holds no delta yet: StreamHub.backlog treats any number up to the newest as known",
-)
 async def test_last_event_id_zero_gets_refetch(responder: CRLResponder, publisher: CRLPublisher) -> None:
     await base(publisher)
     client = await responder.subscribe(last_event_id=0)
@@ -534,14 +523,6 @@ async def test_a_subscriber_that_never_reads_is_cut_off_and_the_others_go_on(
             await stalled.event(timeout=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a subscriber that reads is cut off whenever one delta event is larger than "
-    "max_buffer plus what the kernel takes at once (RawSubscriber.write checks the buffer after "
-    "writing the whole event): with the production 1 MiB limit, a cumulative delta of ~16k entries "
-    "(~65 bytes each as base64; the changes since the day's base) disconnects every subscriber, and "
-    "each reconnect is cut again by the same delta in its backlog",
-)
 @pytest.mark.parametrize(("hub_options", "sndbuf"), [({"max_buffer": 64 * 1024}, 16 * 1024)])
 async def test_a_subscriber_that_reads_gets_a_delta_larger_than_the_buffer_limit(
     responder: CRLResponder, publisher: CRLPublisher
@@ -684,22 +665,14 @@ async def test_a_stream_on_a_connection_already_handed_to_aiohttp(
     await until(lambda: hub.count == 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a subscriber on the aiohttp route (QueueSubscriber) that stops reading is never "
-    "disconnected: the handler blocks in response.write (drain), close() only queues a None the "
-    "handler never reads, and the subscriber stays counted in the hub (the fast path's "
-    "RawSubscriber is cut off at max_buffer). QueueSubscriber also ignores the hub's max_buffer "
-    "(it uses the module's MAX_BUFFER)",
-)
 @pytest.mark.parametrize("sndbuf", [16 * 1024])
 async def test_a_stalled_subscriber_on_a_connection_aiohttp_owns_is_cut_off(
     responder: CRLResponder, publisher: CRLPublisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(crl_stream, "MAX_BUFFER", 64 * 1024)
     b = await base(publisher)
     await responder.bulk_listed(400, events=True)  # deltas of ~20 KB
     hub = responder.server.streams
+    monkeypatch.setattr(hub, "max_buffer", 64 * 1024)  # the aiohttp route takes the hub's limit
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
