@@ -30,7 +30,6 @@ from ca_core.keystore import KeyVault
 from ca_core.lifecycle import CertificateAuthority
 from ca_core.model import CertStatus, RevocationReason
 from ca_core.profiles import PublicURLs
-from responder import crl_stream
 from responder import public as public_module
 from responder.crl_stream import QueueSubscriber, RawSubscriber, StreamHub
 
