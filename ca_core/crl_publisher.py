@@ -326,7 +326,9 @@ class CRLPublisher:
         s = self.settings
         iid, name, partitions = issuing.row.id, issuing.row.name, issuing.partitions
         next_update = this_update + int(s.delta_validity.total_seconds())
-        refresh_at = this_update + int(s.delta_validity.total_seconds()) // 2
+        # A newer delta can come as soon as delta_interval has passed: caches must not keep
+        # this one longer, or a revocation would reach relying parties late.
+        refresh_at = this_update + max(1, int(s.delta_interval.total_seconds()))
         entries = [_delta_entry(r) for r in rows]
 
         def params(partition: int | None) -> CRLParams:
@@ -351,7 +353,7 @@ class CRLPublisher:
             enc = CRLEncoder(params(part), issuing.signer)
             try:
                 enc.add_rows(scope_entries)
-                crl = enc.finish()
+                crl = await asyncio.to_thread(enc.finish)  # RSA signing off the event loop
                 scope = store.scope_name(part, delta=True)
                 manifests[scope] = await self._store(iid, scope, crl, refresh_at)
                 if part is None:
@@ -415,12 +417,14 @@ class CRLPublisher:
             or base.next_update - now < (s.validity - s.full_interval) / 2
         ):
             return "base"
-        present = await self.redis.exists(
-            store.manifest_key(issuing.row.id, "full"), store.manifest_key(issuing.row.id, "delta")
-        )
-        if present < 2:
-            # Redis lost them (a flush, a restart without persistence): publish again.
-            return "base" if not await self.redis.exists(store.manifest_key(issuing.row.id, "full")) else "delta"
+        served = await self._served(issuing.row.id)
+        full, served_delta = served.get("full"), served.get("delta")
+        if full is None or full.number < base.number:
+            # Redis lost the base (a flush, a restart without persistence, a chunk evicted) or
+            # went back to an older one (an old snapshot, a lagging replica): publish again.
+            return "base"
+        if served_delta is None or (delta is not None and served_delta.number < delta.number):
+            return "delta"
         if delta is None or delta.base_number is None or delta.base_number < base.number:
             return "delta"  # none yet, or the bridge: the served base and delta must combine
         if delta.next_update - now <= s.delta_validity / 2:
@@ -431,6 +435,24 @@ class CRLPublisher:
                     return "delta"
         return None
 
+    async def _served(self, issuer_id: int) -> dict[str, store.Manifest]:
+        """The full and delta manifests Redis serves, if their first chunk is there too."""
+        pipe = self.redis.pipeline(transaction=False)
+        for scope in ("full", "delta"):
+            pipe.get(store.manifest_key(issuer_id, scope))
+        raw_full, raw_delta = await pipe.execute()
+        out: dict[str, store.Manifest] = {}
+        for scope, raw in (("full", raw_full), ("delta", raw_delta)):
+            if raw is not None:
+                out[scope] = store.Manifest.from_json(raw)
+        if out:
+            pipe = self.redis.pipeline(transaction=False)
+            for scope, m in out.items():
+                pipe.exists(store.chunk_key(issuer_id, scope, m.number, 0))
+            present = await pipe.execute()
+            out = {scope: m for (scope, m), ok in zip(out.items(), present, strict=True) if ok}
+        return out
+
     async def tick(self) -> list[PublishResult]:
         """Publish whatever is due, issuer by issuer."""
         done = []
@@ -439,19 +461,30 @@ class CRLPublisher:
                 async with self.pool.acquire() as conn:
                     issuing.base = await db.latest_crl_publication(conn, issuing.row.id, "base")
                     issuing.delta = await db.latest_crl_publication(conn, issuing.row.id, "delta")
-            if await self.due(issuing) is None:
+            try:
+                result = await self._tick_issuer(issuing)
+            except Exception as e:  # noqa: BLE001 - one issuer's trouble must not starve the others
+                _log.warning("CRL publisher: issuer %s: %s; retrying", issuing.row.name, e,
+                             exc_info=not isinstance(e, (CAError, RedisError, OSError, asyncpg.PostgresError)))  # fmt: skip
                 continue
-            async with self._publishing(issuing) as lock_conn:
-                if lock_conn is None:
-                    continue
-                # Decided again with the state just read under the lock: another publisher
-                # (another signer, 'certstatus crl publish') may have done it meanwhile.
-                need = await self.due(issuing)
-                if need == "base" or (need == "delta" and issuing.base is None):
-                    done.append(await self._publish_base(issuing, lock_conn))
-                elif need == "delta":
-                    done.append(await self._publish_delta(issuing, lock_conn))
+            if result is not None:
+                done.append(result)
         return done
+
+    async def _tick_issuer(self, issuing: _Issuer) -> PublishResult | None:
+        if await self.due(issuing) is None:
+            return None
+        async with self._publishing(issuing) as lock_conn:
+            if lock_conn is None:
+                return None
+            # Decided again with the state just read under the lock: another publisher
+            # (another signer, 'certstatus crl publish') may have done it meanwhile.
+            need = await self.due(issuing)
+            if need == "base" or (need == "delta" and issuing.base is None):
+                return await self._publish_base(issuing, lock_conn)
+            if need == "delta":
+                return await self._publish_delta(issuing, lock_conn)
+        return None
 
     def wake(self, *_: object) -> None:
         self._wake.set()
@@ -468,6 +501,10 @@ class CRLPublisher:
                 await self.tick()
             except (CAError, StorageError, RedisError, OSError, asyncpg.PostgresError) as e:
                 _log.warning("CRL publisher: %s; retrying", e)
+                await asyncio.sleep(1.0)
+            except Exception:
+                # Never let a surprise end the loop: the signer process would stop with it.
+                _log.exception("CRL publisher: unexpected error; retrying")
                 await asyncio.sleep(1.0)
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that arrives as its inner wait completes.

@@ -977,7 +977,7 @@ async def allocate_crl_number(conn: asyncpg.Connection, issuer_id: int, now: dt.
 
 
 @contextlib.asynccontextmanager
-async def crl_snapshot(conn: asyncpg.Connection, issuer_id: int) -> AsyncIterator[int]:
+async def crl_snapshot(conn: asyncpg.Connection, issuer_id: int, *, lock_timeout: float = 10.0) -> AsyncIterator[int]:
     """A read-only REPEATABLE READ transaction on ``conn`` holding an exact cut of the
     issuer's status changes; yields the outbox id up to which every event is visible.
 
@@ -988,11 +988,19 @@ async def crl_snapshot(conn: asyncpg.Connection, issuer_id: int) -> AsyncIterato
     to start the snapshot. Then every event up to the mark is in the snapshot, and every
     later one gets a higher id.
     """
-    await conn.execute("SELECT pg_advisory_lock($1, $2)", _CRL_CUT_LOCK, issuer_id)
+    # A status change stuck in an open transaction must not stall the publisher (and, queued
+    # behind its request, every later change of the issuer) for ever: give up and retry.
+    await conn.execute(f"SET lock_timeout = '{int(lock_timeout * 1000)}ms'")
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", _CRL_CUT_LOCK, issuer_id)
+    finally:
+        await conn.execute("RESET lock_timeout")
     tr = conn.transaction(isolation="repeatable_read", readonly=True)
     try:
         await tr.start()
-        mark = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox WHERE issuer_id = $1", issuer_id)
+        mark = await conn.fetchval(
+            "SELECT coalesce(max(id), 0) FROM outbox WHERE issuer_id = $1 AND event <> 'issued'", issuer_id
+        )
     except BaseException:
         await conn.execute("SELECT pg_advisory_unlock($1, $2)", _CRL_CUT_LOCK, issuer_id)
         raise
@@ -1010,8 +1018,8 @@ async def crl_snapshot(conn: asyncpg.Connection, issuer_id: int) -> AsyncIterato
 #: invalidityDate in seconds since the epoch, reason code, partition, and whether the
 #: certificate belongs in a partition CRL (end-entity certificates with a distribution
 #: point: not CA or OCSP-signer certificates).
-_CRL_COLUMNS = """serial, extract(epoch FROM revoked_at)::bigint, reason,
-       extract(epoch FROM invalidity_date)::bigint, crl_partition,
+_CRL_COLUMNS = """serial, floor(extract(epoch FROM revoked_at))::bigint, reason,
+       floor(extract(epoch FROM invalidity_date))::bigint, crl_partition,
        profile NOT IN ('issuing-ca', 'ocsp-signer')"""
 
 
@@ -1037,8 +1045,8 @@ async def changed_since(conn: asyncpg.Connection, issuer_id: int, after: int, up
     and, for good (resumed) certificates, the resumption time in place of revocationDate."""
     return await conn.fetch(
         """SELECT serial,
-                   extract(epoch FROM coalesce(revoked_at, updated_at))::bigint, reason,
-                   extract(epoch FROM invalidity_date)::bigint, crl_partition,
+                   floor(extract(epoch FROM coalesce(revoked_at, updated_at)))::bigint, reason,
+                   floor(extract(epoch FROM invalidity_date))::bigint, crl_partition,
                    profile NOT IN ('issuing-ca', 'ocsp-signer'), status::text
             FROM certificates c
             WHERE c.issuer_id = $1 AND c.serial IN (

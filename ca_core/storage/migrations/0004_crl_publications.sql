@@ -34,3 +34,8 @@ CREATE INDEX crl_publications_latest ON crl_publications (issuer_id, kind, numbe
 -- on disk before). It replaces certificates_listed, whose columns are its prefix.
 CREATE INDEX certificates_crl ON certificates (issuer_id, crl_partition, serial) WHERE status <> 'good';
 DROP INDEX certificates_listed;
+
+-- The publisher asks, every poll, whether an issuer has status events after its last CRL,
+-- and takes the highest one as its cut: without this index both scan the outbox (one
+-- "issued" row per certificate ever issued) for an issuer with no recent change.
+CREATE INDEX outbox_status_changes ON outbox (issuer_id, id) WHERE event <> 'issued';
