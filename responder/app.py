@@ -184,24 +184,26 @@ async def crl(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=headers)
     response.content_type = _CRL_TYPE
     response.enable_chunked_encoding()
-    await response.prepare(request)
-    await response.write(first)
-    for i in range(1, manifest.chunks):
-        try:
-            piece = await source.chunk(issuer.id, scope, manifest, i)
-        except (RedisUnavailable, OSError):
-            piece = None
-        if piece is None:
-            # Mid-body there is no status left to send: cut the connection, so the client
-            # sees an incomplete transfer rather than a short CRL.
-            _log.warning(
-                "CRL %s/%s %d: chunk %d unavailable; aborting the download", issuer.name, scope, manifest.number, i
-            )
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        await response.write(piece)
-    await response.write_eof()
+    try:
+        await response.prepare(request)
+        await response.write(first)
+        for i in range(1, manifest.chunks):
+            try:
+                piece = await source.chunk(issuer.id, scope, manifest, i)
+            except (RedisUnavailable, OSError):
+                piece = None
+            if piece is None:
+                # Mid-body there is no status left to send: cut the connection, so the
+                # client sees an incomplete transfer rather than a short CRL.
+                _log.warning("CRL %s/%s %d: chunk %d unavailable; aborting the download",
+                             issuer.name, scope, manifest.number, i)  # fmt: skip
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+            await response.write(piece)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away mid-download: nothing to answer, nothing to log
     return response
 
 
@@ -209,6 +211,8 @@ async def crl_stream(request: web.Request) -> web.StreamResponse:
     """``GET /crl/{issuer}/stream`` on a connection aiohttp owns (the fast path takes the
     others): the same stream, through a queue."""
     source, issuer = _crl_issuer(request)
+    if request.method != "GET":  # HEAD: an event stream has no headers-only form
+        raise web.HTTPMethodNotAllowed(request.method, ["GET"])
     hub = request.app[CRL_ROUTE].hub
     if hub is None:
         raise web.HTTPNotFound(text="the CRL stream is not served here\n")
@@ -225,8 +229,8 @@ async def crl_stream(request: web.Request) -> web.StreamResponse:
         while (data := await sub.queue.get()) is not None:
             sub.size -= len(data)
             await response.write(data)
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+    except (ConnectionError, asyncio.CancelledError):
+        pass  # the client left: nothing to answer, nothing to log
     finally:
         hub.remove(sub)
     return response

@@ -16,15 +16,25 @@ Framing (the WHATWG Server-Sent Events format, one event per new issuer-wide del
 - Comment lines (``: keep-alive``) every 15 s keep proxies from timing the stream out.
 
 How a subscriber keeps its copy exact: hold a full CRL (number B); apply each delta whose
-deltaCRLIndicator is at most the number the copy is current to (upsert its entries; drop
-the removeFromCRL ones); otherwise refetch. Deltas are cumulative since their base, and
-when a new base is published the stream carries a *bridge* delta from the old base, so a
-subscriber never has to download a full CRL just because a new one was issued.
+own number is above the number the copy is current to and whose deltaCRLIndicator is at
+most that number (upsert its entries; drop the removeFromCRL ones; the copy is then current
+to the delta's number); skip a delta whose number is not above it; refetch the full CRL
+otherwise. Deltas are cumulative since their base, and when a new base is published the
+stream carries a *bridge* delta from the old base, so a subscriber never has to download a
+full CRL just because a new one was issued.
+
+A reconnecting subscriber gets every delta it missed, in order, written with flow control
+(the next once the socket has taken the previous), unless together they are larger than
+the full CRL, when it is told to refetch. If the history cannot say yet (Redis was flushed
+and the publisher has not republished, or a new base is out but its bridge is not on the
+stream yet) the connection is closed with a comment and the client retries in 5 s.
 
 Cost: a subscriber on a connection the fast path accepted is one small protocol object
-and its socket: no task, no aiohttp request. One timer per worker sends heartbeats. A
-subscriber that stops reading is disconnected once 1 MiB is buffered for it (it will
-reconnect with its Last-Event-ID and lose nothing); one that disconnects is forgotten.
+and its socket: no task, no aiohttp request. Each event is framed once and the same bytes
+written to every subscriber. One timer per worker sends heartbeats. A live subscriber that
+stops reading is disconnected once more than 1 MiB is still buffered for it when the next
+event comes (it will reconnect with its Last-Event-ID and lose nothing); the backlog sent at
+connection is not counted; one that disconnects is forgotten.
 """
 
 from __future__ import annotations
@@ -73,6 +83,18 @@ def parse_last_event_id(value: bytes | str | None) -> int | None:
     return int(raw)
 
 
+def chunked(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (the fast path's stream responses are chunked)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+HEARTBEAT_CHUNK: Final = chunked(HEARTBEAT)
+
+
+class _Retry(Exception):
+    """The history cannot answer yet; the client should reconnect shortly."""
+
+
 def delta_event(number: int, der: bytes) -> bytes:
     return b"id: %d\nevent: delta\ndata: %s\n\n" % (number, base64.b64encode(der))
 
@@ -92,15 +114,22 @@ class Subscriber:
         self.ready = False  # until the backlog is out, live events wait in pending
         self.pending: list[tuple[int, bytes]] = []
 
-    def deliver(self, number: int, event: bytes) -> None:
+    def deliver(self, number: int, event: bytes, framed: bytes | None = None) -> None:
         if not self.ready:
             self.pending.append((number, event))
         elif number > self.last:
             self.last = number
-            self.write(event)
+            self.send(event, framed)
+
+    def send(self, event: bytes, framed: bytes | None = None) -> None:
+        """Write an event (``framed``: the same bytes as an HTTP chunk, if already made)."""
+        self.write(event)
 
     def write(self, data: bytes) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    async def drain(self) -> None:
+        """Wait until the client has taken what was written (the backlog's flow control)."""
 
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -114,12 +143,27 @@ class RawSubscriber(asyncio.Protocol, Subscriber):
     """A subscriber on a socket taken over from the fast path: HTTP/1.1 chunked framing
     written straight to the transport."""
 
-    __slots__ = ("hub", "transport")
+    __slots__ = ("_drained", "hub", "transport")
 
     def __init__(self, hub: StreamHub, issuer_id: int, transport: asyncio.Transport) -> None:
         Subscriber.__init__(self, issuer_id)
         self.hub = hub
         self.transport = transport
+        self._drained: asyncio.Future[None] | None = None  # set while the transport is paused
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None:
+            if not self._drained.done():
+                self._drained.set_result(None)
+            self._drained = None
+
+    async def drain(self) -> None:
+        if self._drained is not None:
+            await self._drained
 
     def data_received(self, data: bytes) -> None:
         # A stream client has nothing more to say; one that keeps talking is not one.
@@ -128,20 +172,25 @@ class RawSubscriber(asyncio.Protocol, Subscriber):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.hub.remove(self)
+        self.resume_writing()  # wake a backlog writer waiting on a connection that is gone
 
     def write(self, data: bytes) -> None:
+        self.send(data, None)
+
+    def send(self, event: bytes, framed: bytes | None = None) -> None:
         t = self.transport
         if t.is_closing():
             self.hub.remove(self)
             return
-        if t.get_write_buffer_size() > self.hub.max_buffer:
+        if self.ready and t.get_write_buffer_size() > self.hub.max_buffer:
             # Still holding more than the limit from earlier events: the client stopped
             # reading. Abort, not close: close would wait for it to read. (Checked before
-            # writing, so one large delta alone never cuts off a client that reads.)
+            # writing, so one large delta alone never cuts off a client that reads, and
+            # not during the backlog, which is written all at once.)
             self.hub.remove(self)
             t.abort()
             return
-        t.write(b"%x\r\n%s\r\n" % (len(data), data))
+        t.write(framed if framed is not None else chunked(event))
 
     def close(self) -> None:
         self.hub.remove(self)
@@ -171,7 +220,7 @@ class QueueSubscriber(Subscriber):
     def write(self, data: bytes) -> None:
         if self._closed:
             return
-        if self.size > self.max_buffer:
+        if self.ready and self.size > self.max_buffer:
             # The handler is stuck writing to a client that stopped reading: abort the
             # connection, which fails its write and ends it.
             self.close()
@@ -243,8 +292,17 @@ class StreamHub:
                     elif number > sub.last:
                         sub.last = number
                         sub.write(event)
+                        await sub.drain()
+        except _Retry:
+            sub.write(b": the history cannot answer yet; reconnect in a few seconds\n\n")
+            sub.close()
+            return
         except (RedisUnavailable, OSError) as e:
             _log.warning("stream backlog unavailable (%s); closing the subscriber to let it retry", e)
+            sub.close()
+            return
+        except Exception:  # noqa: BLE001 - a subscriber left half-joined would leak
+            _log.exception("unexpected error sending a stream backlog; closing the subscriber")
             sub.close()
             return
         sub.ready = True
@@ -256,24 +314,32 @@ class StreamHub:
         """What a subscriber holding CRL number ``after`` must receive before the live events."""
         full_url = self.urls.full_crl(issuer.name)
         full = await self.source.manifest(issuer.id, "full")
+        if full is None:
+            raise _Retry  # nothing published (yet, or since a flush): the publisher is at it
         replies = await self.fast.batch([
             command(b"ZRANGEBYSCORE", store.stream_key(issuer.id), b"(%d" % after, b"+inf"),
             command(b"ZREVRANGE", store.stream_key(issuer.id), b"0", b"0"),
         ])  # fmt: skip
+        for reply in replies:
+            if not isinstance(reply, list):
+                raise RedisUnavailable(f"unexpected reply {reply!r} reading the stream history")
         members, newest = replies
-        entries = [store.parse_stream_member(m) for m in members]
-        newest_number = max([store.parse_stream_member(m).number for m in newest] + [full.number if full else 0])
-        current = full.number if full else None
-        if not entries:
+        missed = [store.parse_stream_member(m) for m in members]
+        newest_number = max([store.parse_stream_member(m).number for m in newest] + [full.number])
+        current = full.number
+        if not missed:
             if after > newest_number:
                 return [(None, refetch_event(full_url, current, f"CRL number {after} was never published here"))]
-            if full is not None and after < full.number:
-                # Older than the current base, and no kept delta leads on from it.
-                return [(None, refetch_event(full_url, current, f"the deltas after CRL {after} are no longer kept"))]
+            if after < full.number:
+                # Older than the current base and nothing kept after it: either the bridge to
+                # the new base is not on the stream yet (it follows within moments) or the
+                # history was lost (the publisher republishes). Either way, try again soon.
+                raise _Retry
             return []
-        if entries[0].base > after:
+        if missed[0].base > after:
             return [(None, refetch_event(full_url, current, f"the deltas after CRL {after} are no longer kept"))]
-        if full is not None and sum(e.length for e in entries) > full.length:
+        entries = missed
+        if sum(e.length for e in entries) > full.length:
             return [(None, refetch_event(full_url, current, "the missed deltas are larger than the full CRL"))]
         ders = await self.fast.batch([command(b"GET", store.stream_der_key(issuer.id, e.number)) for e in entries])
         if any(d is None for d in ders):
@@ -312,9 +378,10 @@ class StreamHub:
             if der is None:
                 continue
             event = delta_event(number, der)
+            framed = chunked(event)  # framed once: the same bytes go to every subscriber
             started = time.perf_counter()
             for sub in list(subs):
-                sub.deliver(number, event)
+                sub.deliver(number, event, framed)
             self.delivered += len(subs)
             _log.debug("delta %d sent to %d subscribers in %.3f s", number, len(subs), time.perf_counter() - started)
 
@@ -324,7 +391,7 @@ class StreamHub:
             for subs in self.by_issuer.values():
                 for sub in list(subs):
                     if sub.ready:
-                        sub.write(HEARTBEAT)
+                        sub.send(HEARTBEAT, HEARTBEAT_CHUNK)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[StreamHub]:

@@ -190,7 +190,14 @@ if newest[2] and tonumber(newest[2]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[1] .. ':' .. ARGV[2] .. ':' .. string.len(ARGV[3]))
 local n = redis.call('ZCARD', KEYS[1])
-if n > tonumber(ARGV[5]) then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - tonumber(ARGV[5]) - 1) end
+if n > tonumber(ARGV[5]) then
+  local old = redis.call('ZRANGE', KEYS[1], 0, n - tonumber(ARGV[5]) - 1)
+  for _, member in ipairs(old) do
+    local number = string.match(member, '^(%d+):')
+    redis.call('DEL', KEYS[1] .. ':' .. number)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - tonumber(ARGV[5]) - 1)
+end
 redis.call('PUBLISH', 'CHANNEL', ARGV[6])
 return 1
 """.replace("CHANNEL", CHANNEL)

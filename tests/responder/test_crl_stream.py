@@ -262,8 +262,17 @@ async def test_after_a_refetch_for_a_future_number_live_deltas_still_arrive(
     assert [e.number for e in got] == [live]
 
 
-async def test_last_event_id_zero_gets_refetch(responder: CRLResponder, publisher: CRLPublisher) -> None:
+async def test_last_event_id_zero_gets_retry_then_refetch(responder: CRLResponder, publisher: CRLPublisher) -> None:
+    """0 is older than the base; while nothing is on the stream after it (a base is out, its
+    delta not yet), the stream says so and closes (the client retries); once the delta of
+    the base is there, the answer is a refetch."""
     await base(publisher)
+    client = await responder.subscribe(last_event_id=0)
+    await first_block(client)
+    e = await client.event(timeout=0.5)
+    assert e.event is None and any("reconnect" in c for c in e.comments), e
+    await client.close()
+    await delta(publisher)
     client = await responder.subscribe(last_event_id=0)
     await first_block(client)
     refetch(await client.event(timeout=0.5))
