@@ -272,7 +272,13 @@ class CRLPublisher:
                                 open_part.append(CRLEncoder(params(p), issuing.signer))
                             open_part[0].add_encoded(chosen, chosen_length)
                 if previous is not None:
-                    bridge_rows = await db.changed_since(snap, iid, previous.outbox_mark, mark)
+                    # What changed between the two cuts, and what the new base no longer
+                    # lists because its expiry grace ended (removeFromCRL, RFC 5280 5.3.1):
+                    # previous base + bridge = the new base.
+                    cutoff = now - s.expired_grace
+                    changed = await db.changed_since(snap, iid, previous.outbox_mark, mark, cutoff)
+                    gone = await db.expired_out(snap, iid, previous.this_update - s.expired_grace, cutoff)
+                    bridge_rows = sorted([*changed, *gone], key=lambda r: (r[4], r[0]))
             await finish_partitions(partitions)
             manifests["full"] = await self._store(iid, "full", await asyncio.to_thread(full.finish), refresh_at)
         finally:
@@ -307,7 +313,7 @@ class CRLPublisher:
         now = self.clock.now()
         number = await db.allocate_crl_number(conn, iid, now)
         async with self.pool.acquire() as snap, db.crl_snapshot(snap, iid) as mark:
-            rows = await db.changed_since(snap, iid, base.outbox_mark, mark)
+            rows = await db.changed_since(snap, iid, base.outbox_mark, mark, now - self.settings.expired_grace)
         result = await self._issue_delta(issuing, conn, number, base, mark, rows, int(now.timestamp()))
         result = dataclasses.replace(result, seconds=time.perf_counter() - started)
         self._report(result)
@@ -535,7 +541,8 @@ def _partition_groups(batch: list[asyncpg.Record], ders: list[bytes]) -> Iterato
 
 def _delta_entry(row: asyncpg.Record) -> tuple[bytes, int, int | None, int | None]:
     serial, when, reason, invalidity, _partition, _user, status = row
-    if status == "good":
-        # Resumed since the base: removeFromCRL (RFC 5280 5.3.1), dated when it was resumed.
+    if status in ("good", "expired"):
+        # Resumed since the base (dated when it was resumed), or past its expiry grace
+        # (dated as it was listed): removeFromCRL (RFC 5280 5.3.1).
         return serial, when, _REMOVE_FROM_CRL, None
     return serial, when, reason, invalidity

@@ -1039,19 +1039,39 @@ async def listed_certificates(
         yield rows
 
 
-async def changed_since(conn: asyncpg.Connection, issuer_id: int, after: int, upto: int) -> list[asyncpg.Record]:
-    """The current state of every certificate named by a status event in ``(after, upto]``:
-    the contents of a delta CRL. Rows as in :func:`listed_certificates` plus the status
-    and, for good (resumed) certificates, the resumption time in place of revocationDate."""
+async def changed_since(
+    conn: asyncpg.Connection, issuer_id: int, after: int, upto: int, expired_before: dt.datetime
+) -> list[asyncpg.Record]:
+    """The current state of every certificate named by a status event in ``(after, upto]``
+    and not expired before ``expired_before`` (CRLs leave those out): the contents of a
+    delta CRL. Rows as in :func:`listed_certificates` plus the status and, for good
+    (resumed) certificates, the resumption time in place of revocationDate."""
     return await conn.fetch(
         """SELECT serial,
                    floor(extract(epoch FROM coalesce(revoked_at, updated_at)))::bigint, reason,
                    floor(extract(epoch FROM invalidity_date))::bigint, crl_partition,
                    profile NOT IN ('issuing-ca', 'ocsp-signer'), status::text
             FROM certificates c
-            WHERE c.issuer_id = $1 AND c.serial IN (
+            WHERE c.issuer_id = $1 AND c.not_after > $4 AND c.serial IN (
                 SELECT o.serial FROM outbox o
                 WHERE o.issuer_id = $1 AND o.id > $2 AND o.id <= $3 AND o.event <> 'issued')
+            ORDER BY crl_partition, serial""",
+        issuer_id,
+        after,
+        upto,
+        expired_before,
+    )
+
+
+async def expired_out(
+    conn: asyncpg.Connection, issuer_id: int, after: dt.datetime, upto: dt.datetime
+) -> list[asyncpg.Record]:
+    """Listed certificates whose expiry grace ended in ``(after, upto]``: on the previous
+    base, no longer on the new one. Rows as in :func:`changed_since` (status 'expired')."""
+    return await conn.fetch(
+        f"""SELECT {_CRL_COLUMNS}, 'expired'
+            FROM certificates
+            WHERE issuer_id = $1 AND status <> 'good' AND not_after > $2 AND not_after <= $3
             ORDER BY crl_partition, serial""",
         issuer_id,
         after,

@@ -674,3 +674,12 @@ async def test_expired_certificates_leave_the_base_after_the_grace(
         _, part = await served(redis_client, pool, "moica", f"p{record.crl_partition}")
         listed = {e.serial_number for e in x509.load_der_x509_crl(part)}
         assert (record.serial in listed) == (record is not gone)
+    # The bridge (the delta of the previous base issued with the new base) takes the expired
+    # entry off: previous base + bridge = the new base (RFC 5280 5.2.3).
+    _, bridge_der = await served(redis_client, pool, "moica", "delta")
+    bridge = x509.load_der_x509_crl(bridge_der)
+    assert bridge.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == result.number
+    entry = bridge.get_revoked_certificate_by_serial_number(gone.serial)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is x509.ReasonFlags.remove_from_crl
+    assert {e.serial_number for e in bridge} == {gone.serial}
