@@ -803,8 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Download a CRL the way a relying party does: from a URL (as written in certificates) or by\n"
             "issuer name from CERTSTATUS_PUBLIC_BASE_URL. Its signature is checked against the issuer's\n"
-            "certificate from /ca/<issuer>.crt and its nextUpdate against the clock; the exit status is 1\n"
-            "if either fails. Needs no database: run it anywhere."
+            "certificate (--issuer-cert, or else /ca/<issuer>.crt from the same server, which proves\n"
+            "integrity but not origin) and its nextUpdate against the clock; the exit status is 1 if\n"
+            "either fails. Needs no database: run it anywhere."
         ),
     )
     p.add_argument("target", help="issuer name (e.g. moica) or a CRL URL")
@@ -812,6 +813,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delta", action="store_true", help="the delta CRL (with an issuer name)")
     p.add_argument("--out", metavar="FILE", help="save the CRL here (DER, or PEM with --pem)")
     p.add_argument("--pem", action="store_true", help="save as PEM")
+    p.add_argument(
+        "--issuer-cert",
+        metavar="FILE",
+        help="the issuing CA's certificate you trust (PEM or DER); default: fetched from the same server",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)")
     _common(p)
 

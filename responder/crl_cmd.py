@@ -208,7 +208,22 @@ def cmd_crl_fetch(cfg: Config, args: argparse.Namespace) -> int:
         crl = x509.load_der_x509_crl(der)
     except ValueError:
         raise CAError(f"{url} did not return a DER CRL ({len(der)} bytes)") from None
-    ca = x509.load_der_x509_certificate(_get(f"{base}/ca/{issuer}.crt", args.timeout))
+    if args.issuer_cert:
+        # A certificate the operator trusts (e.g. from 'certstatus ca export'): the check
+        # then proves the CRL comes from that CA.
+        with open(args.issuer_cert, "rb") as f:
+            data = f.read()
+        try:
+            ca = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                  else x509.load_der_x509_certificate(data))  # fmt: skip
+        except ValueError:
+            raise ConfigurationError(f"{args.issuer_cert} is not a PEM or DER certificate") from None
+        source = args.issuer_cert
+    else:
+        # Fetched from the same server: proves the CRL is intact and matches the CA
+        # certificate published next to it, not who published both.
+        ca = x509.load_der_x509_certificate(_get(f"{base}/ca/{issuer}.crt", args.timeout))
+        source = f"{base}/ca/{issuer}.crt (same server; pass --issuer-cert for a trusted copy)"
     signature_ok = crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
     now = SystemClock().now()
     next_update = crl.next_update_utc
@@ -225,6 +240,7 @@ def cmd_crl_fetch(cfg: Config, args: argparse.Namespace) -> int:
         "entries": len(crl),
         "bytes": len(der),
         "signature": "valid" if signature_ok else "INVALID",
+        "checked_with": source,
         "fresh": fresh,
     }
     if args.out:

@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ca_core.clock import FakeClock
 from ca_core.crl_publisher import CRLPublisher
@@ -39,8 +40,12 @@ def cli(
                CERTSTATUS_ISSUER_KEY_TYPE="ec-p256", CERTSTATUS_PUBLIC_BASE_URL="http://status.example.test")  # fmt: skip
 
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*certstatus_cli, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
-        assert result.returncode == expect, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        result = subprocess.run(
+            [*certstatus_cli, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
+        )
+        assert result.returncode == expect, (
+            f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
         assert "Traceback" not in result.stderr + result.stdout
         return result
 
@@ -60,7 +65,9 @@ def test_publish_and_show(cli: Callable[..., subprocess.CompletedProcess[str]], 
     assert [(r["issuer"], r["kind"], r["entries"]) for r in base] == [("moica", "base", 1)]
     assert base[0]["scopes"] == 5  # full + 4 partitions
     delta = orjson.loads(cli("crl", "publish", "--issuer", "moica", "--delta", "--json").stdout)
-    assert delta[0]["kind"] == "delta" and delta[0]["base"] == base[0]["number"] and delta[0]["number"] > base[0]["number"]
+    assert (
+        delta[0]["kind"] == "delta" and delta[0]["base"] == base[0]["number"] and delta[0]["number"] > base[0]["number"]
+    )
 
     shown = orjson.loads(cli("crl", "show", "--issuer", "moica", "--entries", "--json").stdout)
     served = {s["scope"]: s for s in shown["served"]}
@@ -85,7 +92,11 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def responder(
-    pool: asyncpg.Pool, redis_client: aioredis.Redis, redis_url: str, vault: KeyVault, clock: FakeClock,
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    vault: KeyVault,
+    clock: FakeClock,
     ca: CertificateAuthority,
 ) -> AsyncIterator[Responder]:
     await redis_client.flushdb()
@@ -94,7 +105,11 @@ async def responder(
 
 
 async def fetch(*args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSTATUS_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CERTSTATUS_") and k not in ("DATABASE_URL", "REDIS_URL")
+    }
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "responder", "crl", "fetch", *args, env=env,
                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     out, err = await proc.communicate()
@@ -118,6 +133,16 @@ async def test_fetch_verifies_like_a_relying_party(
     info = orjson.loads(out)
     assert (info["signature"], info["fresh"], info["number"], info["entries"]) == ("valid", True, base.number, 1)
     assert x509.load_der_x509_crl(out_file.read_bytes()).get_revoked_certificate_by_serial_number(rec.serial)
+
+    # With a trusted copy of the issuer certificate; the other issuer's does not verify it.
+    pem = tmp_path / "moica.pem"
+    pem.write_bytes(responder.issuer_certs["moica"].public_bytes(serialization.Encoding.PEM))
+    code, out, err = await fetch(f"{responder.url}/crl/moica.crl", "--issuer-cert", str(pem), "--json")
+    assert code == 0 and orjson.loads(out)["checked_with"] == str(pem), err
+    other = tmp_path / "gca.pem"
+    other.write_bytes(responder.issuer_certs["gca"].public_bytes(serialization.Encoding.PEM))
+    code, out, err = await fetch(f"{responder.url}/crl/moica.crl", "--issuer-cert", str(other), "--json")
+    assert code == 1 and orjson.loads(out)["signature"] == "INVALID" and "does not verify" in err
 
     code, _, err = await fetch(f"{responder.url}/crl/moica/77.crl")
     assert code == 1 and "HTTP 404" in err and "partitions 0 to 3" in err
