@@ -544,6 +544,25 @@ async def test_a_subscriber_that_reads_gets_a_delta_larger_than_the_buffer_limit
     assert [e.number for e in await client.deltas_until(d)] == [d]
 
 
+@pytest.mark.parametrize(("hub_options", "sndbuf"), [({"max_buffer": 64 * 1024}, 16 * 1024)])
+async def test_a_backlog_larger_than_the_buffer_limit_reaches_a_client_that_reads(
+    responder: CRLResponder, publisher: CRLPublisher
+) -> None:
+    """The backlog is written with flow control and not counted against the slow-reader
+    limit: a reconnecting client several times the limit behind still gets every delta."""
+    await responder.bulk_listed(12_000, first=500_000)  # a full CRL larger than the missed deltas
+    b = await base(publisher)
+    missed = []
+    for i in range(4):  # cumulative deltas of ~40 to ~160 KB (more as base64), ~550 KB in all
+        await responder.bulk_listed(600, events=True, first=10_000 * (i + 1))
+        missed.append(await delta(publisher))
+    client = await responder.subscribe(last_event_id=b)
+    await first_block(client)
+    assert [e.number for e in await client.deltas_until(missed[-1], timeout=10)] == missed
+    assert responder.server.streams.count == 1  # still connected, live from here on
+    await client.close()
+
+
 @pytest.mark.parametrize("hub_options", [{"heartbeat": 0.1}])
 async def test_heartbeats_keep_an_idle_stream_alive(responder: CRLResponder, publisher: CRLPublisher) -> None:
     b = await base(publisher)
