@@ -68,8 +68,7 @@ async def run_with_publisher(signer: Signer, publisher: CRLPublisher | None, lif
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            await server.stop_task(t)  # re-cancels: redis-py's wait_for can swallow one
 
 
 async def publish_due(publisher: CRLPublisher) -> None:
