@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Final
 
@@ -69,6 +70,8 @@ class CRLSource:
 
     :param on_delta: called with (issuer id, CRL number) when a delta joins the push stream.
     :param on_subscribed: called each time the publication subscription is (re)established.
+    :param ping_interval: seconds of silence after which the subscription is pinged.
+    :param pong_timeout: a PING unanswered this long means the connection is dead.
     """
 
     def __init__(
@@ -79,12 +82,16 @@ class CRLSource:
         cache_bytes: int = 64 << 20,
         on_delta: Callable[[int, int], object] | None = None,
         on_subscribed: Callable[[], object] | None = None,
+        ping_interval: float = 5.0,
+        pong_timeout: float = 5.0,
     ) -> None:
         self.fast = fast
         self.subscriber = subscriber
         self.cache_bytes = cache_bytes
         self.on_delta = on_delta
         self.on_subscribed = on_subscribed
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
         self.issuers: dict[str, CRLIssuer] = {}
         self._manifests: dict[tuple[int, str], store.Manifest] = {}
         self._chunks: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
@@ -152,12 +159,22 @@ class CRLSource:
             pubsub = self.subscriber.pubsub()
             try:
                 await pubsub.subscribe(store.CHANNEL)
+                pinged: float | None = None  # when an unanswered PING was sent
                 while True:
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await pubsub.get_message(timeout=self.ping_interval)
+                    now = time.monotonic()
+                    if pinged is not None and now - pinged > self.pong_timeout:
+                        # A connection that stopped answering (a half-open socket after a
+                        # fail-over) would otherwise look idle until TCP gives up.
+                        raise RedisUnavailable(f"no answer to PING within {self.pong_timeout:g} s")
                     if message is None:
-                        await pubsub.ping()
+                        if pinged is None:
+                            await pubsub.ping()
+                            pinged = now
                         continue
-                    if message["type"] == "subscribe":
+                    if message["type"] == "pong":
+                        pinged = None
+                    elif message["type"] == "subscribe":
                         self._generation += 1
                         self._manifests.clear()
                         self._subscribed = True

@@ -229,14 +229,24 @@ class OCSPSource:
             pubsub = self.subscriber.pubsub()
             try:
                 await pubsub.subscribe(store.CHANGED_CHANNEL)
+                pinged: float | None = None  # when an unanswered PING was sent
                 while True:
                     message = await pubsub.get_message(timeout=5.0)
+                    now = time.monotonic()
+                    if pinged is not None and now - pinged > 5.0:
+                        # A connection that stopped answering (half-open after a fail-over)
+                        # would otherwise keep the cache trusted while changes go unheard.
+                        raise RedisError("the change subscription did not answer PING within 5 s")
                     if message is None:
                         # A quiet channel: make sure the connection is really alive.
-                        await pubsub.ping()
+                        if pinged is None:
+                            await pubsub.ping()
+                            pinged = now
                         continue
                     kind = message["type"]
-                    if kind == "subscribe":
+                    if kind == "pong":
+                        pinged = None
+                    elif kind == "subscribe":
                         self._drop_all()
                         self._subscribed = True
                     elif kind == "message":

@@ -521,3 +521,38 @@ async def test_the_crl_source_stops_even_when_stopped_while_subscribing(
             await asyncio.wait([task], timeout=5.0)
             break
     assert not hung, f"CRLSource.running() did not return (stopped after {hung[0]} loop steps)"
+
+
+async def test_a_subscription_that_stops_answering_is_replaced(redis_client: aioredis.Redis, redis_url: str) -> None:
+    """A connection that stops answering (here: the server pauses every client) is given up
+    after the PING timeout, not kept until TCP notices; the subscription comes back after."""
+    source = CRLSource(FastRedis(redis_url), redis_client, ping_interval=0.1, pong_timeout=0.3)
+    async with source.running():
+        async with asyncio.timeout(5):
+            while not source._subscribed:
+                await asyncio.sleep(0.01)
+        other = aioredis.Redis.from_url(redis_url)
+        try:
+            await other.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            async with asyncio.timeout(1.2):  # well before the pause ends
+                while source._subscribed:
+                    await asyncio.sleep(0.01)
+        finally:
+            await other.aclose()
+        async with asyncio.timeout(10):
+            while not source._subscribed:
+                await asyncio.sleep(0.05)
+
+
+async def test_an_answering_subscription_is_kept(redis_client: aioredis.Redis, redis_url: str) -> None:
+    """PONGs are recognised: a quiet but healthy subscription is never given up."""
+    source = CRLSource(FastRedis(redis_url), redis_client, ping_interval=0.05, pong_timeout=0.2)
+    async with source.running():
+        async with asyncio.timeout(5):
+            while not source._subscribed:
+                await asyncio.sleep(0.01)
+        generation = source._generation
+        for _ in range(100):  # 1 s: twenty pings
+            assert source._subscribed
+            await asyncio.sleep(0.01)
+        assert source._generation == generation  # no resubscription either
