@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
-from ..errors import ConfigurationError, MigrationError, StorageError
+from ..errors import ConfigurationError, IdempotencyConflict, MigrationError, StorageError
 from ..model import (
     AuditEntry,
     CertRecord,
@@ -1119,3 +1119,63 @@ async def list_crl_publications(conn: asyncpg.Connection, issuer_id: int, limit:
         limit,
     )
     return [CRLPublication(*r) for r in rows]
+
+
+# Admin API tokens ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: int
+    name: str
+    role: str
+    secret_hash: bytes
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+
+_TOKEN_COLUMNS = "id, name, role, secret_hash, created_at, revoked_at, last_used_at"
+
+
+async def insert_token(conn: asyncpg.Connection, *, name: str, role: str, secret_hash: bytes, now: dt.datetime) -> int:
+    try:
+        return int(
+            await conn.fetchval(
+                "INSERT INTO api_tokens (name, role, secret_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                name,
+                role,
+                secret_hash,
+                now,
+            )
+        )
+    except asyncpg.UniqueViolationError:
+        raise IdempotencyConflict(f"a token named {name!r} exists already") from None
+
+
+async def get_token(conn: asyncpg.Connection, token_id: int) -> TokenRow | None:
+    row = await conn.fetchrow(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE id = $1", token_id)
+    return TokenRow(*row) if row is not None else None
+
+
+async def list_tokens(conn: asyncpg.Connection) -> list[TokenRow]:
+    return [TokenRow(*r) for r in await conn.fetch(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY id")]
+
+
+async def revoke_token(conn: asyncpg.Connection, name: str, now: dt.datetime) -> TokenRow | None:
+    row = await conn.fetchrow(
+        f"""UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE name = $1 RETURNING {_TOKEN_COLUMNS}""",
+        name,
+        now,
+    )
+    return TokenRow(*row) if row is not None else None
+
+
+async def touch_token(conn: asyncpg.Connection, token_id: int, now: dt.datetime) -> None:
+    """Record a use, at most once a minute per token (a write per request would be wasteful)."""
+    await conn.execute(
+        """UPDATE api_tokens SET last_used_at = $2
+           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
+        token_id,
+        now,
+    )

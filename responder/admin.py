@@ -1,0 +1,383 @@
+"""The admin HTTP API (default port 8081, never the public port): authenticated, role-checked,
+RFC 9457 errors.
+
+Every route needs a bearer token (``Authorization: Bearer cst_<id>_<secret>``, created with
+``certstatus admin token create``); the token's role decides what it may do
+(:data:`ca_core.tokens.PERMISSIONS`). Failures are ``application/problem+json`` with a
+stable ``type`` (``urn:certstatus:problem:<slug>``): validation, not-found,
+illegal-transition, conflict, unauthorized, forbidden, rate-limited, unavailable, internal.
+Failed authentication is rate-limited per client address. Bodies are capped at 64 KiB, must
+be JSON objects, and unknown fields are refused. Handlers are thin: parse, call
+:class:`ca_core.lifecycle.CertificateAuthority`, render.
+
+Built so far (issue 5 continues): issuers, certificate look-up, revoke / suspend / resume
+with Idempotency-Key, the OpenAPI document. Issuance, listing, audit, bulk revocation and
+TLS client certificates are still to come.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import asyncpg
+import orjson
+from aiohttp import web
+from cryptography import x509
+
+from ca_core.clock import Clock
+from ca_core.errors import (
+    CAError,
+    IdempotencyConflict,
+    IllegalTransition,
+    IssuerUnavailable,
+    NotFound,
+    StorageError,
+    ValidationError,
+)
+from ca_core.lifecycle import CertificateAuthority
+from ca_core.storage import postgres as db
+from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
+
+__all__ = ["Forbidden", "build_admin_app", "openapi_document"]
+
+_log = logging.getLogger(__name__)
+
+MAX_BODY: Final = 64 * 1024
+PROBLEM: Final = "application/problem+json"
+CA = web.AppKey("ca", CertificateAuthority)
+POOL = web.AppKey("pool", asyncpg.Pool)
+CLOCK = web.AppKey("clock", Clock)
+
+
+class Forbidden(CAError):
+    """Authenticated, but the role may not do this."""
+
+    code = "forbidden"
+
+
+class RateLimited(CAError):
+    code = "rate-limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def problem(status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": detail}
+    return web.Response(status=status, body=orjson.dumps(body), content_type=PROBLEM, headers=headers)
+
+
+# (class, HTTP status, slug, title), most specific first.
+_ERRORS: Final[list[tuple[type[CAError], int, str, str]]] = [
+    (Unauthorized, 401, "unauthorized", "Authentication required"),
+    (Forbidden, 403, "forbidden", "Not allowed for this role"),
+    (RateLimited, 429, "rate-limited", "Too many failed attempts"),
+    (ValidationError, 400, "validation", "Invalid request"),
+    (NotFound, 404, "not-found", "Not found"),
+    (IllegalTransition, 409, "illegal-transition", "Not possible in the certificate's state"),
+    (IdempotencyConflict, 409, "conflict", "Conflicting request"),
+    (IssuerUnavailable, 409, "illegal-transition", "The issuer cannot sign"),
+    (StorageError, 503, "unavailable", "Storage unavailable"),
+]
+
+
+class FailureLimiter:
+    """Failed authentications per client address: more than ``limit`` within ``window``
+    seconds and that address is refused (429) until the window has passed."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, client: str) -> collections.deque[float]:
+        q = self._failures.get(client)
+        if q is None:
+            return collections.deque()
+        cutoff = self.clock() - self.window
+        while q and q[0] < cutoff:
+            q.popleft()
+        if not q:
+            del self._failures[client]
+        return q
+
+    def blocked(self, client: str) -> float | None:
+        """Seconds until the address may try again, or None."""
+        q = self._recent(client)
+        if len(q) >= self.limit:
+            return max(1.0, q[0] + self.window - self.clock())
+        return None
+
+    def failed(self, client: str) -> None:
+        if len(self._failures) > 100_000:  # a flood of addresses: forget the oldest
+            self._failures.pop(next(iter(self._failures)))
+        self._failures.setdefault(client, collections.deque()).append(self.clock())
+
+
+LIMITER = web.AppKey("limiter", FailureLimiter)
+TOKEN_NAME = web.RequestKey("token_name", str)
+ROLE = web.RequestKey("role", Role)
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure as problem+json; never a traceback."""
+    try:
+        return await handler(request)
+    except CAError as e:
+        for cls, status, slug, title in _ERRORS:
+            if isinstance(e, cls):
+                headers = {"WWW-Authenticate": 'Bearer realm="certstatus-admin"'} if status == 401 else None
+                if isinstance(e, RateLimited):
+                    headers = {"Retry-After": str(e.retry_after)}
+                return problem(status, slug, title, e.args[0] if e.args else title, headers)
+        _log.warning("admin API: %s", e)
+        return problem(400, "validation", "Invalid request", str(e))
+    except web.HTTPException as e:
+        if e.status == 405:
+            return problem(405, "method-not-allowed", "Method not allowed", f"{request.method} is not allowed here",
+                           {"Allow": e.headers.get("Allow", "")})  # fmt: skip
+        if e.status == 413:
+            return problem(413, "validation", "Request too large", f"request bodies are limited to {MAX_BODY} bytes")
+        return problem(e.status, "not-found" if e.status == 404 else "http", e.reason, e.text or e.reason)
+    except Exception:
+        _log.exception("admin API: unexpected error in %s %s", request.method, request.path)
+        return problem(500, "internal", "Internal error", "the request could not be completed; it was logged")
+
+
+def _client(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return str(peer[0]) if peer else "unknown"
+
+
+@web.middleware
+async def authenticate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bearer token → (name, role) on the request, for every route."""
+    limiter = request.app[LIMITER]
+    client = _client(request)
+    wait = limiter.blocked(client)
+    if wait is not None:
+        raise RateLimited("too many failed authentications from this address; try again later", int(wait) + 1)
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        limiter.failed(client)
+        raise Unauthorized("send 'Authorization: Bearer <token>' (create one with 'certstatus admin token create')")
+    try:
+        parts = parse_token(value)
+        async with request.app[POOL].acquire() as conn:
+            row = await db.get_token(conn, parts.token_id)
+            if row is None or row.revoked_at is not None or not verify_secret(parts.secret, row.secret_hash):
+                raise Unauthorized("the token is unknown, revoked or wrong")
+            await db.touch_token(conn, row.id, request.app[CLOCK].now())
+    except Unauthorized:
+        limiter.failed(client)
+        raise
+    request[TOKEN_NAME] = row.name
+    request[ROLE] = Role(row.role)
+    return await handler(request)
+
+
+def _require(request: web.Request, action: Action) -> str:
+    role = request[ROLE]
+    if action not in PERMISSIONS[role]:
+        raise Forbidden(f"the {role.value} role may not {action.value}")
+    return f"token:{request[TOKEN_NAME]}"
+
+
+async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    if request.content_type != "application/json":
+        raise ValidationError("send the request body as application/json")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ValidationError(f"the body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValidationError("the body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
+    return data
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    return request.headers.get("Idempotency-Key")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json")
+
+
+# Handlers ---------------------------------------------------------------------------------
+
+
+async def list_issuers(request: web.Request) -> web.Response:
+    _require(request, Action.READ)
+    async with request.app[POOL].acquire() as conn:
+        issuers = await db.list_issuers(conn)
+    out = []
+    for i in issuers:
+        cert = x509.load_der_x509_certificate(i.certificate)
+        out.append({"name": i.name, "kind": i.kind, "subject": cert.subject.rfc4514_string(),
+                    "not_after": cert.not_valid_after_utc.isoformat(), "crl_partitions": i.crl_partitions})  # fmt: skip
+    return _json({"issuers": out})
+
+
+async def get_certificate(request: web.Request) -> web.Response:
+    _require(request, Action.READ)
+    record = await request.app[CA].get(request.match_info["issuer"], request.match_info["serial"])
+    return _json(record.to_json())
+
+
+def _time(value: Any, field: str) -> dt.datetime:
+    if not isinstance(value, str):
+        raise ValidationError(f"{field} must be an ISO 8601 time string")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{field} {value!r} is not an ISO 8601 time, e.g. 2026-05-01T08:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValidationError(f"{field} needs a time zone (e.g. a trailing Z)")
+    return parsed
+
+
+async def revoke(request: web.Request) -> web.Response:
+    actor = _require(request, Action.REVOKE)
+    body = await _body(request, {"reason", "invalidity_date"})
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str | int):
+        raise ValidationError("reason must be an RFC 5280 reason name (e.g. keyCompromise) or code")
+    invalidity = _time(body["invalidity_date"], "invalidity_date") if body.get("invalidity_date") is not None else None
+    record = await request.app[CA].revoke(
+        request.match_info["issuer"], request.match_info["serial"], actor=actor, reason=reason,
+        invalidity_date=invalidity, idempotency_key=_idempotency_key(request),
+    )  # fmt: skip
+    return _json(record.to_json())
+
+
+async def suspend(request: web.Request) -> web.Response:
+    actor = _require(request, Action.SUSPEND)
+    await _body(request, set())
+    record = await request.app[CA].suspend(request.match_info["issuer"], request.match_info["serial"], actor=actor,
+                                           idempotency_key=_idempotency_key(request))  # fmt: skip
+    return _json(record.to_json())
+
+
+async def resume(request: web.Request) -> web.Response:
+    actor = _require(request, Action.RESUME)
+    await _body(request, set())
+    record = await request.app[CA].resume(request.match_info["issuer"], request.match_info["serial"], actor=actor,
+                                          idempotency_key=_idempotency_key(request))  # fmt: skip
+    return _json(record.to_json())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    _require(request, Action.READ)
+    return _json(openapi_document())
+
+
+_ISSUER = r"{issuer:[a-z][a-z0-9-]{0,30}}"
+_SERIAL = r"{serial:[0-9A-Fa-f]{1,40}}"
+
+
+def build_admin_app(
+    pool: asyncpg.Pool, ca: CertificateAuthority, clock: Clock, *, limiter: FailureLimiter | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BODY)
+    app[POOL] = pool
+    app[CA] = ca
+    app[CLOCK] = clock
+    app[LIMITER] = limiter or FailureLimiter()
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/v1/issuers", list_issuers)
+    app.router.add_get(f"/v1/certificates/{_ISSUER}/{_SERIAL}", get_certificate)
+    app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/revoke", revoke)
+    app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/suspend", suspend)
+    app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/resume", resume)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """OpenAPI 3.1 description of the routes above."""
+    problem_ref = {"$ref": "#/components/responses/Problem"}
+    errors_ = {"400": problem_ref, "401": problem_ref, "403": problem_ref, "404": problem_ref, "409": problem_ref,
+               "429": problem_ref}  # fmt: skip
+    cert = {"200": {"description": "the certificate record",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}}  # fmt: skip
+    path_params = [
+        {
+            "name": "issuer",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[a-z][a-z0-9-]{0,30}$"},
+        },
+        {
+            "name": "serial",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9A-Fa-f]{1,40}$"},
+        },
+    ]
+    idem = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 255},
+    }
+    empty = {
+        "required": False,
+        "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False}}},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "certstatus admin API", "version": "1"},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/v1/issuers": {"get": {"summary": "the CAs", "responses": {"200": {"description": "issuers"}, **errors_}}},
+            "/v1/certificates/{issuer}/{serial}": {
+                "get": {"summary": "one certificate", "parameters": path_params, "responses": {**cert, **errors_}}
+            },
+            "/v1/certificates/{issuer}/{serial}/revoke": {"post": {
+                "summary": "revoke (operator)", "parameters": [*path_params, idem],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"reason": {"type": ["string", "integer"]},
+                                   "invalidity_date": {"type": "string", "format": "date-time"}}}}}},
+                "responses": {**cert, **errors_}}},
+            "/v1/certificates/{issuer}/{serial}/suspend": {"post": {
+                "summary": "suspend: certificateHold (operator, registration officer)",
+                "parameters": [*path_params, idem], "requestBody": empty, "responses": {**cert, **errors_}}},
+            "/v1/certificates/{issuer}/{serial}/resume": {"post": {
+                "summary": "resume a suspended certificate (operator, registration officer)",
+                "parameters": [*path_params, idem], "requestBody": empty, "responses": {**cert, **errors_}}},
+            "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Problem": {"description": "RFC 9457 problem details",
+                                      "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
+            "schemas": {
+                "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
+                            "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                                           "status": {"type": "integer"}, "detail": {"type": "string"}}},
+                "Certificate": {"type": "object", "properties": {
+                    k: {"type": ["string", "null"]} for k in (
+                        "issuer", "serial", "profile", "subject", "holder_id", "not_before", "not_after", "status",
+                        "revoked_at", "reason", "invalidity_date", "issued_at", "updated_at")}},
+            },
+        },
+    }  # fmt: skip

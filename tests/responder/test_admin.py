@@ -1,0 +1,194 @@
+"""The admin API over real HTTP against real PostgreSQL: authentication, roles, errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+
+from ca_core.clock import FakeClock
+from ca_core.lifecycle import CertificateAuthority
+from ca_core.model import CertRecord, KeyType
+from ca_core.profiles import HolderSubject
+from ca_core.storage import postgres as db
+from ca_core.tokens import Role, make_token
+from responder.admin import FailureLimiter, build_admin_app, openapi_document
+
+HOLDER = HolderSubject("王小明", "0000000111729553")
+Call = Callable[..., Awaitable[tuple[int, dict[str, str], Any]]]
+
+
+async def new_token(pool: asyncpg.Pool, clock: FakeClock, name: str, role: Role) -> str:
+    token = make_token()
+    async with pool.acquire() as conn:
+        token_id = await db.insert_token(
+            conn, name=name, role=role.value, secret_hash=token.secret_hash, now=clock.now()
+        )
+    return token.text(token_id)
+
+
+@pytest.fixture
+def limiter() -> FailureLimiter:
+    return FailureLimiter()
+
+
+@pytest.fixture
+async def api(
+    pool: asyncpg.Pool, ca: CertificateAuthority, clock: FakeClock, limiter: FailureLimiter
+) -> AsyncIterator[Call]:
+    server = TestServer(build_admin_app(pool, ca, clock, limiter=limiter))
+    await server.start_server()
+    async with ClientSession() as http:
+
+        async def call(
+            method: str, path: str, token: str | None = None, body: Any = None, raw: bytes | None = None, **headers: str
+        ) -> tuple[int, dict[str, str], Any]:
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+            if data is not None:
+                headers.setdefault("Content-Type", "application/json")
+            async with http.request(method, str(server.make_url(path)), data=data, headers=headers) as r:
+                text = await r.read()
+                parsed = orjson.loads(text) if text else None
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, parsed
+
+        yield call
+    await server.close()
+
+
+async def issue(ca: CertificateAuthority) -> CertRecord:
+    record, _ = await ca.issue_with_generated_key(issuer="moica", profile="citizen-signing", subject=HOLDER,
+                                                  actor="test", key_type=KeyType.EC_P256)  # fmt: skip
+    return record
+
+
+def is_problem(status: int, headers: dict[str, str], body: Any, expected: int, slug: str) -> None:
+    assert status == expected, body
+    assert headers["content-type"].startswith("application/problem+json")
+    assert body["type"] == f"urn:certstatus:problem:{slug}" and body["status"] == expected and body["detail"]
+
+
+def routes(serial: str) -> list[tuple[str, str]]:
+    return [
+        ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/issuers"),
+        ("GET", f"/v1/certificates/moica/{serial}"),
+        ("POST", f"/v1/certificates/moica/{serial}/revoke"),
+        ("POST", f"/v1/certificates/moica/{serial}/suspend"),
+        ("POST", f"/v1/certificates/moica/{serial}/resume"),
+        ("GET", "/v1/no-such-route"),
+    ]
+
+
+@pytest.mark.parametrize("limiter", [FailureLimiter(limit=1000)])
+async def test_no_route_is_reachable_without_valid_credentials(
+    api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    record = await issue(ca)
+    good = await new_token(pool, clock, "ops", Role.OPERATOR)
+    async with pool.acquire() as conn:
+        await db.revoke_token(conn, "ops", clock.now())
+    for method, path in routes(record.serial_hex):
+        for auth in (None, "Basic dXNlcjpwYXNz", "Bearer", "Bearer nonsense", f"Bearer {good}",
+                     f"Bearer {good[:-2]}xx"):  # fmt: skip
+            headers = {"Authorization": auth} if auth else {}
+            status, h, body = await api(method, path, **headers)
+            is_problem(status, h, body, 401, "unauthorized")
+            assert h["www-authenticate"].startswith("Bearer")
+    assert (await ca.get("moica", record.serial)).status.value == "good"  # nothing happened
+
+
+async def test_roles(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    tokens = {role: await new_token(pool, clock, role.value, role) for role in Role}
+    a, b = await issue(ca), await issue(ca)
+    # Auditor: reads only.
+    status, _, body = await api("GET", "/v1/issuers", tokens[Role.AUDITOR])
+    assert status == 200 and {i["name"] for i in body["issuers"]} >= {"moica", "gca", "root"}
+    status, _, body = await api("GET", f"/v1/certificates/moica/{a.serial_hex}", tokens[Role.AUDITOR])
+    assert status == 200 and body["status"] == "good"
+    for op in ("revoke", "suspend", "resume"):
+        status, h, body = await api("POST", f"/v1/certificates/moica/{a.serial_hex}/{op}", tokens[Role.AUDITOR])
+        is_problem(status, h, body, 403, "forbidden")
+    # Registration officer: suspend and resume, never revoke.
+    officer = tokens[Role.REGISTRATION_OFFICER]
+    status, h, body = await api("POST", f"/v1/certificates/moica/{a.serial_hex}/revoke", officer)
+    is_problem(status, h, body, 403, "forbidden")
+    status, _, body = await api("POST", f"/v1/certificates/moica/{a.serial_hex}/suspend", officer)
+    assert status == 200 and body["status"] == "suspended" and body["reason"] == "certificateHold"
+    status, _, body = await api("POST", f"/v1/certificates/moica/{a.serial_hex}/resume", officer)
+    assert status == 200 and body["status"] == "good"
+    # Operator: revokes, and the audit log names the token.
+    status, _, body = await api("POST", f"/v1/certificates/moica/{b.serial_hex}/revoke", tokens[Role.OPERATOR],
+                                body={"reason": "keyCompromise", "invalidity_date": b.issued_at.isoformat()})  # fmt: skip
+    assert status == 200 and (body["status"], body["reason"]) == ("revoked", "keyCompromise")
+    audit = await ca.audit(issuer="moica", serial=b.serial)
+    assert audit[-1].actor == "token:operator" and audit[-1].action == "certificate.revoke"
+
+
+async def test_bad_input_is_problem_json_and_changes_nothing(
+    api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    record = await issue(ca)
+    path = f"/v1/certificates/moica/{record.serial_hex}/revoke"
+    cases = [
+        (dict(raw=b"{not json"), 400, "validation"),
+        (dict(raw=b"[1, 2]"), 400, "validation"),
+        (dict(body={"reason": "keyCompromise", "extra": 1}), 400, "validation"),
+        (dict(body={"reason": "lost it"}), 400, "validation"),
+        (dict(body={"reason": ["keyCompromise"]}), 400, "validation"),
+        (dict(body={"invalidity_date": "yesterday"}), 400, "validation"),
+        (dict(body={"invalidity_date": "2026-01-01T00:00:00"}), 400, "validation"),
+        (dict(raw=b"{}" + b" " * (70 * 1024)), 413, "validation"),
+        (dict(raw=b"reason=x", **{"Content-Type": "application/x-www-form-urlencoded"}), 400, "validation"),
+    ]
+    for kwargs, expected, slug in cases:
+        status, h, body = await api("POST", path, token, **kwargs)
+        is_problem(status, h, body, expected, slug)
+    assert (await ca.get("moica", record.serial)).status.value == "good"
+    status, h, body = await api("GET", "/v1/certificates/moica/ABCDEF", token)
+    is_problem(status, h, body, 404, "not-found")
+    status, h, body = await api("GET", "/v1/certificates/nosuch/ABCDEF", token)
+    is_problem(status, h, body, 404, "not-found")
+    status, h, body = await api("DELETE", f"/v1/certificates/moica/{record.serial_hex}", token)
+    is_problem(status, h, body, 405, "method-not-allowed")
+    assert (await api("POST", path, token, body={"reason": "superseded"}))[0] == 200
+    status, h, body = await api("POST", f"/v1/certificates/moica/{record.serial_hex}/resume", token)
+    is_problem(status, h, body, 409, "illegal-transition")
+    assert "revocation is final" in body["detail"]
+
+
+async def test_idempotency_key(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    record = await issue(ca)
+    path = f"/v1/certificates/moica/{record.serial_hex}"
+    first = await api("POST", path + "/suspend", token, **{"Idempotency-Key": "card-lost-1"})
+    again = await api("POST", path + "/suspend", token, **{"Idempotency-Key": "card-lost-1"})
+    assert first[0] == again[0] == 200 and first[2] == again[2]
+    status, h, body = await api("POST", path + "/resume", token, **{"Idempotency-Key": "card-lost-1"})
+    is_problem(status, h, body, 409, "conflict")
+
+
+async def test_failed_authentication_is_rate_limited(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool,
+                                                     clock: FakeClock) -> None:  # fmt: skip
+    good = await new_token(pool, clock, "ops", Role.OPERATOR)
+    for _ in range(10):
+        assert (await api("GET", "/v1/issuers", "cst_1_" + "x" * 43))[0] == 401
+    status, h, body = await api("GET", "/v1/issuers", good)
+    is_problem(status, h, body, 429, "rate-limited")
+    assert int(h["retry-after"]) >= 1
+
+
+async def test_openapi_document_describes_the_routes(api: Call, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    token = await new_token(pool, clock, "reader", Role.AUDITOR)
+    status, _, body = await api("GET", "/v1/openapi.json", token)
+    assert status == 200 and body == orjson.loads(orjson.dumps(openapi_document()))
+    assert body["openapi"] == "3.1.0"
+    for _, path in routes("{serial}")[:-1]:
+        assert path.replace("moica", "{issuer}") in body["paths"]
