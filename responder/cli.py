@@ -31,6 +31,7 @@ from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
 from ca_core.pki import IssuerSpec, add_issuer, init_pki, renew_ocsp_signer
 from ca_core.profiles import END_ENTITY_PROFILES, HolderSubject, subject_text
 from ca_core.storage import postgres as db
+from ca_core.tokens import Role
 
 from . import server
 from .config import SETTINGS, Config, configure_logging
@@ -820,6 +821,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request (default 30)")
     _common(p)
+
+    from .admin_cmd import cmd_admin_serve, cmd_token_create, cmd_token_list, cmd_token_revoke
+
+    admin = sub.add_parser("admin", help="the admin API: serve it, manage its tokens").add_subparsers(
+        dest="admin_command", metavar="ACTION", required=True
+    )
+    add(
+        "serve",
+        "run the admin API on the admin port (never the public port)",
+        _with_storage(cmd_admin_serve),
+        parent=admin,
+        description=(
+            "Serve the admin API (JSON, /v1/...) on CERTSTATUS_ADMIN_HOST:CERTSTATUS_ADMIN_PORT (default\n"
+            "127.0.0.1:8081). Every request needs 'Authorization: Bearer <token>' from 'certstatus admin\n"
+            "token create'; roles: operator (everything), registration-officer (read, suspend, resume),\n"
+            "auditor (read). Errors are RFC 9457 application/problem+json. The OpenAPI document is at\n"
+            "/v1/openapi.json. Keep the port off public networks."
+        ),
+    )
+    tokens = admin.add_parser("token", help="create, list and revoke admin API tokens").add_subparsers(
+        dest="token_command", metavar="ACTION", required=True
+    )
+    p = add("create", "create a token (shown once; only its hash is stored)", _with_storage(cmd_token_create),
+            parent=tokens)  # fmt: skip
+    p.add_argument("name", help="who or what holds it, e.g. ops-alice or ra-taipei-01")
+    p.add_argument("--role", required=True, choices=[r.value for r in Role], help="what it may do")
+    _common(p)
+    p = add("list", "list tokens (never their secrets)", _with_storage(cmd_token_list), parent=tokens)
+    _common(p)
+    p = add("revoke", "revoke a token at once", _with_storage(cmd_token_revoke), parent=tokens)
+    p.add_argument("name")
 
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True
