@@ -248,3 +248,16 @@ class AuditEntry:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     idempotency_key: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "action": self.action,
+            "issuer": self.issuer,
+            "serial": format_serial(self.serial) if self.serial is not None else None,
+            "before": self.before,
+            "after": self.after,
+            "idempotency_key": self.idempotency_key,
+        }

@@ -10,13 +10,15 @@ Failed authentication is rate-limited per client address. Bodies are capped at 6
 be JSON objects, and unknown fields are refused. Handlers are thin: parse, call
 :class:`ca_core.lifecycle.CertificateAuthority`, render.
 
-Built so far (issue 5 continues): issuers, certificate look-up, revoke / suspend / resume
-with Idempotency-Key, the OpenAPI document. Issuance, listing, audit, bulk revocation and
-TLS client certificates are still to come.
+Built so far (issue 5 continues): issuers; issuance from a CSR; certificate look-up and
+search; revoke / suspend / resume with Idempotency-Key; the audit log; the OpenAPI
+document. Bulk revocation, the hash-chained audit log and TLS client certificates are
+still to come.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime as dt
 import logging
@@ -39,7 +41,8 @@ from ca_core.errors import (
     StorageError,
     ValidationError,
 )
-from ca_core.lifecycle import CertificateAuthority
+from ca_core.lifecycle import CertificateAuthority, certificate_pem
+from ca_core.model import CertStatus, parse_serial
 from ca_core.storage import postgres as db
 from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
 
@@ -285,6 +288,117 @@ async def resume(request: web.Request) -> web.Response:
     return _json(record.to_json())
 
 
+def _cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+
+def _read_cursor(request: web.Request, keys: set[str]) -> dict[str, int] | None:
+    """A cursor handed out with a previous page: non-negative integers (serials in hex)."""
+    text = request.query.get("cursor")
+    if not text:
+        return None
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError
+        out = {k: int(v, 16) if k == "serial" else v for k, v in data.items()}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out.values()):
+            raise ValueError
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise ValidationError("cursor is not one this API handed out") from None
+    return out
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise ValidationError("limit must be a whole number from 1 to 1000")
+    return int(text)
+
+
+def _query(request: web.Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query) - allowed - {"cursor", "limit"})
+    if unknown:
+        raise ValidationError(f"unknown query parameter(s) {', '.join(unknown)}")
+
+
+async def _issuer_id(conn: asyncpg.Connection, name: str) -> int:
+    row = await db.get_issuer(conn, name)
+    if row is None:
+        raise NotFound(f"no issuer named {name!r}")
+    return row.id
+
+
+async def list_certificates(request: web.Request) -> web.Response:
+    """``GET /v1/certificates?holder=&issuer=&status=&limit=&cursor=``, in (issuer, serial) order."""
+    _require(request, Action.READ)
+    _query(request, {"holder", "issuer", "status"})
+    q = request.query
+    status = None
+    if "status" in q:
+        try:
+            status = CertStatus(q["status"])
+        except ValueError:
+            raise ValidationError(f"status must be one of {', '.join(s.value for s in CertStatus)}") from None
+    holder = q.get("holder")
+    if holder is not None and not (len(holder) == 16 and holder.isdigit()):
+        raise ValidationError("holder must be a 16-digit holder number")
+    after = _read_cursor(request, {"issuer_id", "serial"})
+    limit = _limit(request)
+    async with request.app[POOL].acquire() as conn:
+        issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
+        records = await db.find_certificates(conn, holder_id=holder, issuer_id=issuer_id, status=status, limit=limit,
+                                             after=(after["issuer_id"], after["serial"]) if after else None)  # fmt: skip
+        ids = {i.name: i.id for i in await db.list_issuers(conn)}
+    next_cursor = None
+    if len(records) == limit:
+        last = records[-1]
+        next_cursor = _cursor({"issuer_id": ids[last.issuer], "serial": format(last.serial, "X")})
+    return _json({"certificates": [r.to_json() for r in records], "next_cursor": next_cursor})
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    """``GET /v1/audit?actor=&issuer=&serial=&since=&until=&limit=&cursor=``, oldest first."""
+    _require(request, Action.READ)
+    _query(request, {"actor", "issuer", "serial", "since", "until"})
+    q = request.query
+    serial = parse_serial(q["serial"]) if "serial" in q else None
+    after = _read_cursor(request, {"id"})
+    limit = _limit(request)
+    since = _time(q["since"], "since") if "since" in q else None
+    until = _time(q["until"], "until") if "until" in q else None
+    async with request.app[POOL].acquire() as conn:
+        issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
+        entries = await db.list_audit(conn, issuer_id=issuer_id, serial=serial, actor=q.get("actor"), since=since,
+                                      until=until, limit=limit, after_id=after["id"] if after else None)  # fmt: skip
+    next_cursor = _cursor({"id": entries[-1].id}) if len(entries) == limit else None
+    return _json({"entries": [e.to_json() for e in entries], "next_cursor": next_cursor})
+
+
+async def issue(request: web.Request) -> web.Response:
+    """``POST /v1/certificates``: issue from a PKCS#10 CSR (PEM) with a profile."""
+    actor = _require(request, Action.ISSUE)
+    body = await _body(request, {"issuer", "profile", "csr", "email", "validity_days"})
+    for field in ("issuer", "profile", "csr"):
+        if not isinstance(body.get(field), str) or not body[field].strip():
+            raise ValidationError(f"{field} is required (a string)")
+    email = body.get("email")
+    if email is not None and not isinstance(email, str):
+        raise ValidationError("email must be a string")
+    validity = None
+    if body.get("validity_days") is not None:
+        days = body["validity_days"]
+        if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 20 * 366:
+            raise ValidationError("validity_days must be a whole number of days from 1 to 7320")
+        validity = dt.timedelta(days=days)
+    record = await request.app[CA].issue(issuer=body["issuer"], profile=body["profile"], actor=actor,
+                                         csr=body["csr"].encode(), email=email, validity=validity,
+                                         idempotency_key=_idempotency_key(request))  # fmt: skip
+    out = record.to_json()
+    out["certificate_pem"] = certificate_pem(record)
+    return _json(out, status=201)
+
+
 async def openapi(request: web.Request) -> web.Response:
     _require(request, Action.READ)
     return _json(openapi_document())
@@ -304,6 +418,9 @@ def build_admin_app(
     app[LIMITER] = limiter or FailureLimiter()
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/v1/issuers", list_issuers)
+    app.router.add_get("/v1/certificates", list_certificates)
+    app.router.add_post("/v1/certificates", issue)
+    app.router.add_get("/v1/audit", list_audit)
     app.router.add_get(f"/v1/certificates/{_ISSUER}/{_SERIAL}", get_certificate)
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/revoke", revoke)
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/suspend", suspend)
@@ -364,6 +481,24 @@ def openapi_document() -> dict[str, Any]:
             "/v1/certificates/{issuer}/{serial}/resume": {"post": {
                 "summary": "resume a suspended certificate (operator, registration officer)",
                 "parameters": [*path_params, idem], "requestBody": empty, "responses": {**cert, **errors_}}},
+            "/v1/certificates": {
+                "get": {"summary": "find certificates (cursor pagination)", "parameters": [
+                    {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for n in ("holder", "issuer", "status", "limit", "cursor")],
+                    "responses": {"200": {"description": "a page of certificates and next_cursor"}, **errors_}},
+                "post": {"summary": "issue from a PKCS#10 CSR (operator, registration officer)", "parameters": [idem],
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                             "type": "object", "additionalProperties": False,
+                             "required": ["issuer", "profile", "csr"],
+                             "properties": {"issuer": {"type": "string"}, "profile": {"type": "string"},
+                                            "csr": {"type": "string", "description": "PEM"},
+                                            "email": {"type": "string"},
+                                            "validity_days": {"type": "integer", "minimum": 1, "maximum": 7320}}}}}},
+                         "responses": {"201": {"description": "the certificate, with its PEM"}, **errors_}}},
+            "/v1/audit": {"get": {"summary": "the audit log, oldest first (cursor pagination)", "parameters": [
+                {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                for n in ("actor", "issuer", "serial", "since", "until", "limit", "cursor")],
+                "responses": {"200": {"description": "a page of entries and next_cursor"}, **errors_}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
         },
         "components": {

@@ -437,11 +437,16 @@ async def find_certificates(
     issuer_id: int | None = None,
     status: CertStatus | None = None,
     limit: int = 100,
+    after: tuple[int, int] | None = None,
 ) -> list[CertRecord]:
     """Certificates matching all given filters, in primary-key order (an index walk even
-    with no filter on 11 M rows; keyset pagination can continue from the last row)."""
+    with no filter on 11 M rows); ``after`` = (issuer id, serial) of the last row of the
+    previous page continues from there (keyset pagination)."""
     clauses: list[str] = []
     args: list[object] = []
+    if after is not None:
+        args.extend((after[0], serial_to_bytes(after[1])))
+        clauses.append(f"(c.issuer_id, c.serial) > (${len(args) - 1}::smallint, ${len(args)}::bytea)")
     if holder_id is not None:
         args.append(holder_id)
         clauses.append(f"c.holder_id = ${len(args)}")
@@ -545,10 +550,24 @@ async def insert_audit(
 
 
 async def list_audit(
-    conn: asyncpg.Connection, *, issuer_id: int | None = None, serial: int | None = None, limit: int = 100
+    conn: asyncpg.Connection,
+    *,
+    issuer_id: int | None = None,
+    serial: int | None = None,
+    limit: int = 100,
+    actor: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    after_id: int | None = None,
 ) -> list[AuditEntry]:
+    """Audit entries, oldest first; ``after_id`` continues a previous page."""
     clauses: list[str] = []
     args: list[object] = []
+    for value, clause in ((actor, "a.actor = $%d"), (since, "a.at >= $%d"), (until, "a.at < $%d"),
+                          (after_id, "a.id > $%d")):  # fmt: skip
+        if value is not None:
+            args.append(value)
+            clauses.append(clause % len(args))
     if issuer_id is not None:
         args.append(issuer_id)
         clauses.append(f"a.issuer_id = ${len(args)}")

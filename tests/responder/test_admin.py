@@ -192,3 +192,81 @@ async def test_openapi_document_describes_the_routes(api: Call, pool: asyncpg.Po
     assert body["openapi"] == "3.1.0"
     for _, path in routes("{serial}")[:-1]:
         assert path.replace("moica", "{issuer}") in body["paths"]
+
+
+def csr_pem(name: str = "王大明", holder: str = "0000000000000042") -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "TW"), x509.NameAttribute(NameOID.COMMON_NAME, name),
+                         x509.NameAttribute(NameOID.SERIAL_NUMBER, holder)])  # fmt: skip
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_issuance_from_a_csr(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    officer = await new_token(pool, clock, "ra-1", Role.REGISTRATION_OFFICER)
+    auditor = await new_token(pool, clock, "aud", Role.AUDITOR)
+    body = {"issuer": "moica", "profile": "citizen-signing", "csr": csr_pem(), "email": "daming@example.tw"}
+    status, h, problem_body = await api("POST", "/v1/certificates", auditor, body=body)
+    is_problem(status, h, problem_body, 403, "forbidden")
+    status, _, created = await api("POST", "/v1/certificates", officer, body=body, **{"Idempotency-Key": "enrol-42"})
+    assert status == 201, created
+    assert created["status"] == "good" and created["holder_id"] == "0000000000000042"
+    assert created["certificate_pem"].startswith("-----BEGIN CERTIFICATE-----")
+    again = await api("POST", "/v1/certificates", officer, body=body, **{"Idempotency-Key": "enrol-42"})
+    assert again[0] == 201 and again[2]["serial"] == created["serial"]
+    for bad, fragment in (
+        ({**body, "csr": "not a csr"}, "CSR"),
+        ({**body, "profile": "nope"}, "profile"),
+        ({k: v for k, v in body.items() if k != "csr"}, "csr is required"),
+        ({**body, "validity_days": 0}, "validity_days"),
+        ({**body, "validity_days": True}, "validity_days"),
+        ({**body, "csr": csr_pem(holder="42")}, "16"),
+    ):
+        status, h, problem_body = await api("POST", "/v1/certificates", officer, body=bad)
+        is_problem(status, h, problem_body, 400 if "profile" not in fragment else 400, "validation")
+        assert fragment in problem_body["detail"], problem_body
+    status, h, problem_body = await api("POST", "/v1/certificates", officer, body={**body, "issuer": "nosuch"})
+    is_problem(status, h, problem_body, 404, "not-found")
+
+
+async def test_search_and_audit_pages(
+    api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    issued = sorted([(await issue(ca)).serial for _ in range(5)])
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        path = "/v1/certificates?issuer=moica&holder=0000000111729553&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, _, body = await api("GET", path, token)
+        assert status == 200, body
+        seen += [c["serial"] for c in body["certificates"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [format(s, "X") for s in issued]
+    await api("POST", f"/v1/certificates/moica/{format(issued[0], 'X')}/revoke", token)
+    status, _, body = await api("GET", "/v1/certificates?status=revoked", token)
+    assert [c["serial"] for c in body["certificates"]] == [format(issued[0], "X")]
+
+    status, _, body = await api("GET", "/v1/audit?actor=token:ops", token)
+    assert status == 200 and [e["action"] for e in body["entries"]] == ["certificate.revoke"]
+    entries: list[int] = []
+    cursor = None
+    while True:
+        status, _, body = await api("GET", "/v1/audit?issuer=moica&limit=3" + (f"&cursor={cursor}" if cursor else ""),
+                                    token)  # fmt: skip
+        entries += [e["id"] for e in body["entries"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert entries == sorted(entries) and len(entries) == len(set(entries)) >= 7
+    for path in ("/v1/certificates?colour=red", "/v1/certificates?status=lost", "/v1/certificates?limit=0",
+                 "/v1/certificates?cursor=!!", "/v1/audit?since=yesterday", "/v1/certificates?holder=42"):  # fmt: skip
+        status, h, body = await api("GET", path, token)
+        is_problem(status, h, body, 400, "validation")
