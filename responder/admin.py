@@ -18,6 +18,7 @@ still to come.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import datetime as dt
@@ -51,6 +52,8 @@ __all__ = ["Forbidden", "build_admin_app", "openapi_document"]
 _log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 64 * 1024
+#: A batch of 10,000 revocations is about 800 KB of JSON.
+MAX_BATCH_BODY: Final = 2 * 1024 * 1024
 PROBLEM: Final = "application/problem+json"
 CA = web.AppKey("ca", CertificateAuthority)
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -150,7 +153,8 @@ async def errors(
             return problem(405, "method-not-allowed", "Method not allowed", f"{request.method} is not allowed here",
                            {"Allow": e.headers.get("Allow", "")})  # fmt: skip
         if e.status == 413:
-            return problem(413, "validation", "Request too large", f"request bodies are limited to {MAX_BODY} bytes")
+            return problem(413, "validation", "Request too large",
+                           f"request bodies are limited to {MAX_BODY} bytes ({MAX_BATCH_BODY} for a batch)")  # fmt: skip
         return problem(e.status, "not-found" if e.status == 404 else "http", e.reason, e.text or e.reason)
     except Exception:
         _log.exception("admin API: unexpected error in %s %s", request.method, request.path)
@@ -199,8 +203,12 @@ def _require(request: web.Request, action: Action) -> str:
     return f"token:{request[TOKEN_NAME]}"
 
 
-async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def _body(request: web.Request, allowed: set[str], limit: int = MAX_BODY) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     raw = await request.read()
+    if len(raw) > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
     if not raw.strip():
         return {}
     if request.content_type != "application/json":
@@ -399,6 +407,62 @@ async def issue(request: web.Request) -> web.Response:
     return _json(out, status=201)
 
 
+MAX_BATCH: Final = 10_000
+_BATCH_CONCURRENCY: Final = 8
+
+
+async def revoke_batch(request: web.Request) -> web.Response:
+    """``POST /v1/revocations:batch``: revoke a batch of cards' certificates.
+
+    Body ``{"items": [{"issuer", "serial", "reason"?, "invalidity_date"?}, ...], "reason"?}``
+    (up to 10,000; an item's reason wins over the batch's). Each certificate is revoked in a
+    transaction of its own, a few at a time, so the answer says exactly which were revoked
+    and which failed and why (a problem object per failure); repeating the batch is safe:
+    with an Idempotency-Key, each item's key is ``<key>/<index>``, so a repeat replays the
+    items that were done and retries the ones that failed."""
+    actor = _require(request, Action.REVOKE)
+    body = await _body(request, {"items", "reason"}, limit=MAX_BATCH_BODY)
+    items = body.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise ValidationError(f"items must be a list of 1 to {MAX_BATCH} revocations")
+    default_reason = body.get("reason")
+    parsed: list[tuple[str, str, Any, dt.datetime | None]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValidationError(f"items[{i}] must be an object")
+        unknown = sorted(set(item) - {"issuer", "serial", "reason", "invalidity_date"})
+        if unknown:
+            raise ValidationError(f"items[{i}]: unknown field(s) {', '.join(unknown)}")
+        if not isinstance(item.get("issuer"), str) or not isinstance(item.get("serial"), str):
+            raise ValidationError(f"items[{i}] needs issuer and serial (strings)")
+        reason = item.get("reason", default_reason)
+        if reason is not None and not isinstance(reason, str | int):
+            raise ValidationError(f"items[{i}].reason must be a reason name or code")
+        when = _time(item["invalidity_date"], f"items[{i}].invalidity_date") if item.get("invalidity_date") else None
+        parsed.append((item["issuer"], item["serial"], reason, when))
+    key = _idempotency_key(request)
+    ca = request.app[CA]
+    gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
+    results: list[dict[str, Any]] = [{} for _ in parsed]
+
+    async def one(i: int, issuer: str, serial: str, reason: Any, when: dt.datetime | None) -> None:
+        async with gate:
+            try:
+                record = await ca.revoke(issuer, serial, actor=actor, reason=reason, invalidity_date=when,
+                                         idempotency_key=f"{key}/{i}" if key else None)  # fmt: skip
+                results[i] = {"index": i, "ok": True, "certificate": record.to_json()}
+            except CAError as e:
+                status, slug, title = next(((st, sl, t) for cls, st, sl, t in _ERRORS if isinstance(e, cls)),
+                                           (400, "validation", "Invalid request"))  # fmt: skip
+                results[i] = {"index": i, "ok": False, "problem": {
+                    "type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": str(e)}}  # fmt: skip
+
+    await asyncio.gather(*(one(i, *p) for i, p in enumerate(parsed)))
+    failed = sum(1 for r in results if not r["ok"])
+    return _json({"revoked": len(results) - failed, "failed": failed, "results": results},
+                 status=200 if not failed else 207)  # fmt: skip
+
+
 async def openapi(request: web.Request) -> web.Response:
     _require(request, Action.READ)
     return _json(openapi_document())
@@ -411,7 +475,7 @@ _SERIAL = r"{serial:[0-9A-Fa-f]{1,40}}"
 def build_admin_app(
     pool: asyncpg.Pool, ca: CertificateAuthority, clock: Clock, *, limiter: FailureLimiter | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BATCH_BODY)
     app[POOL] = pool
     app[CA] = ca
     app[CLOCK] = clock
@@ -421,6 +485,7 @@ def build_admin_app(
     app.router.add_get("/v1/certificates", list_certificates)
     app.router.add_post("/v1/certificates", issue)
     app.router.add_get("/v1/audit", list_audit)
+    app.router.add_post("/v1/revocations:batch", revoke_batch)
     app.router.add_get(f"/v1/certificates/{_ISSUER}/{_SERIAL}", get_certificate)
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/revoke", revoke)
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/suspend", suspend)
@@ -499,6 +564,19 @@ def openapi_document() -> dict[str, Any]:
                 {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                 for n in ("actor", "issuer", "serial", "since", "until", "limit", "cursor")],
                 "responses": {"200": {"description": "a page of entries and next_cursor"}, **errors_}}},
+            "/v1/revocations:batch": {"post": {
+                "summary": "revoke up to 10,000 certificates (operator); 207 with a result per item if any failed",
+                "parameters": [idem],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "required": ["items"],
+                    "properties": {"reason": {"type": ["string", "integer"]}, "items": {
+                        "type": "array", "minItems": 1, "maxItems": 10000, "items": {
+                            "type": "object", "additionalProperties": False, "required": ["issuer", "serial"],
+                            "properties": {"issuer": {"type": "string"}, "serial": {"type": "string"},
+                                           "reason": {"type": ["string", "integer"]},
+                                           "invalidity_date": {"type": "string", "format": "date-time"}}}}}}}}},
+                "responses": {"200": {"description": "all revoked"},
+                              "207": {"description": "some failed: see results"}, **errors_}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
         },
         "components": {

@@ -270,3 +270,34 @@ async def test_search_and_audit_pages(
                  "/v1/certificates?cursor=!!", "/v1/audit?since=yesterday", "/v1/certificates?holder=42"):  # fmt: skip
         status, h, body = await api("GET", path, token)
         is_problem(status, h, body, 400, "validation")
+
+
+async def test_bulk_revocation_reports_exactly_which_failed(
+    api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    officer = await new_token(pool, clock, "ra", Role.REGISTRATION_OFFICER)
+    records = [await issue(ca) for _ in range(6)]
+    await ca.revoke("moica", records[2].serial, actor="t")  # already revoked: that item must fail
+    items = [{"issuer": "moica", "serial": r.serial_hex} for r in records]
+    items.append({"issuer": "moica", "serial": "ABCDEF"})  # never issued
+    items[0]["reason"] = "keyCompromise"
+    status, h, body = await api("POST", "/v1/revocations:batch", officer, body={"items": items})
+    is_problem(status, h, body, 403, "forbidden")
+    status, _, body = await api("POST", "/v1/revocations:batch", token, body={"items": items, "reason": "superseded"},
+                                **{"Idempotency-Key": "batch-7"})  # fmt: skip
+    assert status == 207 and (body["revoked"], body["failed"]) == (5, 2)
+    failed = {r["index"]: r["problem"]["type"] for r in body["results"] if not r["ok"]}
+    assert failed == {2: "urn:certstatus:problem:illegal-transition", 6: "urn:certstatus:problem:not-found"}
+    for i in (0, 1, 3, 4, 5):
+        assert (await ca.get("moica", records[i].serial)).status.value == "revoked"
+    assert (await ca.get("moica", records[0].serial)).reason.rfc_name == "keyCompromise"  # type: ignore[union-attr]
+    assert (await ca.get("moica", records[1].serial)).reason.rfc_name == "superseded"  # type: ignore[union-attr]
+    # The same batch again with the same key: the done items replay, the failed ones fail again.
+    again = await api("POST", "/v1/revocations:batch", token, body={"items": items, "reason": "superseded"},
+                      **{"Idempotency-Key": "batch-7"})  # fmt: skip
+    assert again[0] == 207 and (again[2]["revoked"], again[2]["failed"]) == (5, 2)
+    for bad in ({"items": []}, {"items": "all"}, {"items": [{"issuer": "moica"}]},
+                {"items": [{"issuer": "moica", "serial": "AB", "colour": 1}]}):  # fmt: skip
+        status, h, body = await api("POST", "/v1/revocations:batch", token, body=bad)
+        is_problem(status, h, body, 400, "validation")
