@@ -285,11 +285,7 @@ class CRLPublisher:
             full.close()
             for enc in open_part:
                 enc.close()
-        switched = True
-        for scope, manifest in manifests.items():
-            switched &= await store.switch_manifest(
-                self.redis, iid, scope, manifest, superseded_grace=s.superseded_grace
-            )
+        switched = await self._switch(iid, manifests)
         full_manifest = manifests["full"]
         pub = db.CRLPublication(iid, number, "base", None, mark, dt.datetime.fromtimestamp(this_update, dt.UTC),
                                 dt.datetime.fromtimestamp(next_update, dt.UTC), full_manifest.entries,
@@ -366,11 +362,7 @@ class CRLPublisher:
                     full_der = crl.der()
             finally:
                 enc.close()
-        switched = True
-        for scope, manifest in manifests.items():
-            switched &= await store.switch_manifest(
-                self.redis, iid, scope, manifest, superseded_grace=s.superseded_grace
-            )
+        switched = await self._switch(iid, manifests)
         pub = db.CRLPublication(iid, number, "delta", base.number, mark, dt.datetime.fromtimestamp(this_update, dt.UTC),
                                 dt.datetime.fromtimestamp(next_update, dt.UTC), len(entries), len(full_der),
                                 self.clock.now())  # fmt: skip
@@ -381,6 +373,16 @@ class CRLPublisher:
         )
         return PublishResult(name, "delta", number, base.number, len(entries), len(full_der), len(manifests), 0.0,
                              switched)  # fmt: skip
+
+    async def _switch(self, issuer_id: int, manifests: dict[str, store.Manifest]) -> bool:
+        """Point every scope at its new CRL; whether all of them switched (a newer number
+        from another publisher wins)."""
+        switched = True
+        for scope, manifest in manifests.items():
+            switched &= await store.switch_manifest(
+                self.redis, issuer_id, scope, manifest, superseded_grace=self.settings.superseded_grace
+            )
+        return switched
 
     async def _store(self, issuer_id: int, scope: str, crl: EncodedCRL, refresh_at: int) -> store.Manifest:
         s = self.settings

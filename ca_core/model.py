@@ -22,6 +22,7 @@ __all__ = [
     "RevocationReason",
     "format_serial",
     "parse_serial",
+    "parse_time",
     "serial_from_bytes",
     "serial_to_bytes",
 ]
@@ -261,3 +262,16 @@ class AuditEntry:
             "after": self.after,
             "idempotency_key": self.idempotency_key,
         }
+
+
+def parse_time(text: str, what: str = "time") -> dt.datetime:
+    """An ISO 8601 date-time with a time zone ('Z' accepted), as UTC; ValidationError otherwise."""
+    if not isinstance(text, str):
+        raise ValidationError(f"{what} must be an ISO 8601 date-time string")
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{what} {text!r} is not an ISO 8601 date-time (e.g. 2026-05-01T08:00:00Z)") from None
+    if value.tzinfo is None:
+        raise ValidationError(f"{what} {text!r} has no time zone; add Z for UTC")
+    return value.astimezone(dt.UTC)

@@ -43,7 +43,7 @@ from ca_core.errors import (
     ValidationError,
 )
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
-from ca_core.model import CertStatus, parse_serial
+from ca_core.model import CertStatus, parse_serial, parse_time
 from ca_core.storage import postgres as db
 from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
 
@@ -255,15 +255,7 @@ async def get_certificate(request: web.Request) -> web.Response:
 
 
 def _time(value: Any, field: str) -> dt.datetime:
-    if not isinstance(value, str):
-        raise ValidationError(f"{field} must be an ISO 8601 time string")
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"{field} {value!r} is not an ISO 8601 time, e.g. 2026-05-01T08:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"{field} needs a time zone (e.g. a trailing Z)")
-    return parsed
+    return parse_time(value, field)
 
 
 async def revoke(request: web.Request) -> web.Response:

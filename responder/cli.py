@@ -27,7 +27,7 @@ from ca_core.csr import MAX_CSR_BYTES
 from ca_core.errors import CAError, ConfigurationError, StorageError, ValidationError
 from ca_core.keystore import key_type_of
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
-from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
+from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason, parse_time
 from ca_core.pki import IssuerSpec, add_issuer, init_pki, renew_ocsp_signer
 from ca_core.profiles import END_ENTITY_PROFILES, HolderSubject, subject_text
 from ca_core.storage import postgres as db
@@ -117,13 +117,7 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _parse_time(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-05-01T08:00:00Z)") from None
-    if value.tzinfo is None:
-        raise ValidationError(f"{text!r} has no time zone; add Z for UTC")
-    return value.astimezone(dt.UTC)
+    return parse_time(text, "the time")
 
 
 # Running commands ------------------------------------------------------------------

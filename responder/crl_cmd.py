@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import re
 import sys
@@ -36,12 +37,6 @@ __all__ = ["cmd_crl_fetch", "cmd_crl_publish", "cmd_crl_show"]
 EXIT_OK, EXIT_REFUSED = 0, 1
 
 
-def _table(rows: list[list[Any]], headers: list[str]) -> str:
-    from .cli import _table as table
-
-    return table(rows, headers)
-
-
 def _iso(t: int | dt.datetime) -> str:
     if isinstance(t, dt.datetime):
         return t.strftime("%Y-%m-%d %H:%M:%SZ")
@@ -49,7 +44,7 @@ def _iso(t: int | dt.datetime) -> str:
 
 
 async def cmd_crl_publish(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .cli import _print_json
+    from .cli import _print_json, _table
     from .signer_cmd import make_publisher
 
     publisher = make_publisher(cfg, storage)
@@ -65,7 +60,7 @@ async def cmd_crl_publish(cfg: Config, args: argparse.Namespace, storage: Storag
             continue
         results.append(result)
     if args.json:
-        _print_json([_asdict(r) for r in results])
+        _print_json([dataclasses.asdict(r) for r in results])
     else:
         rows = [[r.issuer, r.kind, r.number, r.base if r.base is not None else "", r.entries, r.length, r.scopes,
                  f"{r.seconds:.2f}"] for r in results]  # fmt: skip
@@ -73,14 +68,8 @@ async def cmd_crl_publish(cfg: Config, args: argparse.Namespace, storage: Storag
     return EXIT_OK if len(results) == len(names) else EXIT_REFUSED
 
 
-def _asdict(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
-
-
 async def cmd_crl_show(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .cli import _print_json
+    from .cli import _print_json, _table
 
     async with storage.pool.acquire() as conn:
         issuers = await db.list_issuers(conn)
@@ -118,7 +107,7 @@ async def cmd_crl_show(cfg: Config, args: argparse.Namespace, storage: Storage, 
             out.append(entry)
     if args.json:
         _print_json({"served": out, "log": [
-            {**_asdict(p), "issuer": next(i.name for i in issuers if i.id == p.issuer_id)}
+            {**dataclasses.asdict(p), "issuer": next(i.name for i in issuers if i.id == p.issuer_id)}
             for ps in log.values() for p in ps
         ]})  # fmt: skip
         return EXIT_OK
