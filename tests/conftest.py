@@ -85,8 +85,12 @@ async def reset_database(conn: asyncpg.Connection) -> None:
     they can be: by the database superuser switching triggers off for this session."""
     await conn.execute("SET session_replication_role = replica")
     try:
+        # A lock wait here means a previous test left a transaction open: fail, never hang.
+        await conn.execute("SET lock_timeout = '15s'")
         await conn.execute(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE")
+        await conn.execute("UPDATE audit_chain_head SET seq = 0, hash = $1", bytes(32))
     finally:
+        await conn.execute("RESET lock_timeout")
         await conn.execute("SET session_replication_role = DEFAULT")
 
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 
+from ..audit import ChainLink
 from ..errors import ConfigurationError, IdempotencyConflict, MigrationError, StorageError
 from ..model import (
     AuditEntry,
@@ -547,6 +548,35 @@ async def insert_audit(
             idempotency_key,
         )
     )
+
+
+async def audit_chain_head(conn: asyncpg.Connection) -> tuple[int, bytes] | None:
+    """The audit chain's recorded head: (last seq, its hash), or None if the record is gone."""
+    row = await conn.fetchrow("SELECT seq, hash FROM audit_chain_head")
+    return (int(row["seq"]), bytes(row["hash"])) if row is not None else None
+
+
+async def iter_audit_chain(conn: asyncpg.Connection, *, batch: int = 5000) -> AsyncIterator[ChainLink]:
+    """Every audit row in chain order, with the fields the chain hashes (jsonb as its text),
+    read in pages so memory stays flat however long the log is."""
+    after = 0
+    while True:
+        rows = await conn.fetch(
+            """SELECT id, chain_seq, at, actor, action, issuer_id, serial, before::text AS before,
+                      after::text AS after, idempotency_key, prev_hash, row_hash
+               FROM audit_log WHERE chain_seq > $1 ORDER BY chain_seq LIMIT $2""",
+            after,
+            batch,
+        )
+        for r in rows:
+            yield ChainLink(**dict(r.items()))
+        if len(rows) < batch:
+            return
+        after = rows[-1]["chain_seq"]
+
+
+async def count_audit(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM audit_log"))
 
 
 async def list_audit(
