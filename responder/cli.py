@@ -855,6 +855,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial")
     p.add_argument("--limit", type=int, default=100)
     _common(p)
+    from .audit_cmd import anchor_arg, cmd_audit_verify
+
+    p = add(
+        "verify",
+        "check the audit log's hash chain; exit status 3 if it is broken",
+        _with_storage(cmd_audit_verify),
+        parent=audit,
+        description=(
+            "Every audit row carries the SHA-256 of the row before it, set by the database as the row\n"
+            "is written. This recomputes the whole chain, independently of the database, and names each\n"
+            "row that was edited, deleted or inserted behind the application's back, and rows missing at\n"
+            "the end. It prints the chain's head as SEQ:HASH: keep that elsewhere. Someone who can write\n"
+            "to the database could recompute every hash after an edit; --anchor with a head recorded\n"
+            "earlier catches that too. Exit status: 0 intact, 3 broken, 1 could not check (database), 2 usage."
+        ),
+    )
+    p.add_argument("--anchor", action="append", type=anchor_arg, metavar="SEQ:HASH",
+                   help="a head printed by an earlier run; that row must still have that hash (repeatable)")  # fmt: skip
+    p.add_argument("--max-breaks", type=int, default=100, metavar="N", help="breaks listed (all are counted; default 100)")
+    _common(p)
 
     dbp = sub.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
