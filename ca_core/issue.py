@@ -305,6 +305,8 @@ def build_end_entity(
         .add_extension(x509.FreshestCRL([_distribution_point(urls.delta_crl(issuer.slug, partition))]), critical=False)
         .add_extension(_policies(profile.policy_oids), critical=False)
     )
+    if profile.extended_key_usage:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usage)), critical=False)
     if subject.email:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(subject.email)]), critical=False)
     return builder.sign(issuer.key, signature_hash_for(issuer.key))

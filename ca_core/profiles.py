@@ -22,12 +22,14 @@ from types import MappingProxyType
 from urllib.parse import quote, urlsplit
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from .errors import BadSubject, ConfigurationError, ValidationError
 
 __all__ = [
+    "ADMIN_CLIENT",
     "CA_VALIDITY",
+    "CITIZEN_PROFILES",
     "CITIZEN_ENCRYPTION",
     "CITIZEN_SIGNING",
     "DEFAULT_POLICY_OID",
@@ -223,6 +225,8 @@ class EndEntityProfile:
     :param ec_key_usage: keyUsage bits set for an EC subject key; ``None`` refuses EC keys.
     :param validity: default lifetime.
     :param policy_oids: certificatePolicies written into the certificate.
+    :param extended_key_usage: extendedKeyUsage purposes; none (no extension) for citizen
+        certificates, whose uses the keyUsage bits already say.
     """
 
     name: str
@@ -231,6 +235,7 @@ class EndEntityProfile:
     ec_key_usage: frozenset[str] | None
     validity: dt.timedelta = DEFAULT_EE_VALIDITY
     policy_oids: tuple[str, ...] = (DEFAULT_POLICY_OID,)
+    extended_key_usage: tuple[ObjectIdentifier, ...] = ()
 
     def key_usage(self, *, is_ec: bool) -> x509.KeyUsage:
         bits = self.ec_key_usage if is_ec else self.rsa_key_usage
@@ -278,9 +283,24 @@ CITIZEN_ENCRYPTION = EndEntityProfile(
     ec_key_usage=frozenset({"key_agreement"}),
 )
 
-END_ENTITY_PROFILES: Mapping[str, EndEntityProfile] = MappingProxyType(
-    {p.name: p for p in (CITIZEN_SIGNING, CITIZEN_ENCRYPTION)}
+#: An admin's TLS client certificate for the admin API (clientAuth only). Its holder is a
+#: person (CA staff are citizens too), named like any holder. It opens the admin API only
+#: while it is registered to a credential ('certstatus admin cert create') and its status
+#: here is good; valid one year, as staff credentials are reviewed yearly.
+ADMIN_CLIENT = EndEntityProfile(
+    name="admin-client",
+    description="CA staff TLS client certificate for the admin API: digitalSignature, clientAuth",
+    rsa_key_usage=frozenset({"digital_signature"}),
+    ec_key_usage=frozenset({"digital_signature"}),
+    validity=dt.timedelta(days=366),
+    extended_key_usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
 )
+
+END_ENTITY_PROFILES: Mapping[str, EndEntityProfile] = MappingProxyType(
+    {p.name: p for p in (CITIZEN_SIGNING, CITIZEN_ENCRYPTION, ADMIN_CLIENT)}
+)
+#: The profiles of the citizen cards: what registration officers issue through the API.
+CITIZEN_PROFILES: frozenset[str] = frozenset({CITIZEN_SIGNING.name, CITIZEN_ENCRYPTION.name})
 
 #: Profiles of certificates the CA issues to itself; they are recorded like any other.
 ISSUING_CA_PROFILE = "issuing-ca"

@@ -1,19 +1,20 @@
 """The admin HTTP API (default port 8081, never the public port): authenticated, role-checked,
 RFC 9457 errors.
 
-Every route needs a bearer token (``Authorization: Bearer cst_<id>_<secret>``, created with
-``certstatus admin token create``); the token's role decides what it may do
-(:data:`ca_core.tokens.PERMISSIONS`). Failures are ``application/problem+json`` with a
-stable ``type`` (``urn:certstatus:problem:<slug>``): validation, not-found,
-illegal-transition, conflict, unauthorized, forbidden, rate-limited, unavailable, internal.
-Failed authentication is rate-limited per client address. Bodies are capped at 64 KiB, must
-be JSON objects, and unknown fields are refused. Handlers are thin: parse, call
-:class:`ca_core.lifecycle.CertificateAuthority`, render.
+Every route needs a credential: a bearer token (``Authorization: Bearer cst_<id>_<secret>``,
+from ``certstatus admin token create``), or, when the API is served over TLS, a client
+certificate issued by this CA and registered with ``certstatus admin cert create``. The
+credential's role decides what it may do (:data:`ca_core.tokens.PERMISSIONS`); the audit
+log names it (``token:<name>`` or ``cert:<name>``). A client certificate is checked against
+the database at every request: revoking or suspending it, or withdrawing its registration,
+shuts its holder out at once.
 
-Built so far (issue 5 continues): issuers; issuance from a CSR; certificate look-up and
-search; revoke / suspend / resume with Idempotency-Key; the audit log; the OpenAPI
-document. Bulk revocation, the hash-chained audit log and TLS client certificates are
-still to come.
+Failures are ``application/problem+json`` with a stable ``type``
+(``urn:certstatus:problem:<slug>``): validation, not-found, illegal-transition, conflict,
+unauthorized, forbidden, rate-limited, unavailable, internal. Failed authentication is
+rate-limited per client address. Bodies are capped at 64 KiB (2 MiB for a batch), must be
+JSON objects, and unknown fields are refused. Handlers are thin: parse, call
+:class:`ca_core.lifecycle.CertificateAuthority`, render.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import base64
 import collections
 import datetime as dt
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -31,10 +33,12 @@ import asyncpg
 import orjson
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ca_core.clock import Clock
 from ca_core.errors import (
     CAError,
+    ConfigurationError,
     IdempotencyConflict,
     IllegalTransition,
     IssuerUnavailable,
@@ -43,11 +47,12 @@ from ca_core.errors import (
     ValidationError,
 )
 from ca_core.lifecycle import CertificateAuthority, certificate_pem
-from ca_core.model import CertStatus, parse_serial, parse_time
+from ca_core.model import CertStatus, KeyType, parse_serial, parse_time
+from ca_core.profiles import CITIZEN_PROFILES, HolderSubject
 from ca_core.storage import postgres as db
 from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
 
-__all__ = ["Forbidden", "build_admin_app", "openapi_document"]
+__all__ = ["Forbidden", "admin_ssl_context", "build_admin_app", "openapi_document"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +63,9 @@ PROBLEM: Final = "application/problem+json"
 CA = web.AppKey("ca", CertificateAuthority)
 POOL = web.AppKey("pool", asyncpg.Pool)
 CLOCK = web.AppKey("clock", Clock)
+#: DER subject of each issuer's CA certificate → issuer id, for client certificates.
+ISSUERS_BY_SUBJECT = web.AppKey("issuers_by_subject", dict)
+ALLOW_GENERATED_KEYS = web.AppKey("allow_generated_keys", bool)
 
 
 class Forbidden(CAError):
@@ -128,7 +136,7 @@ class FailureLimiter:
 
 
 LIMITER = web.AppKey("limiter", FailureLimiter)
-TOKEN_NAME = web.RequestKey("token_name", str)
+ACTOR = web.RequestKey("actor", str)
 ROLE = web.RequestKey("role", Role)
 
 
@@ -170,37 +178,86 @@ def _client(request: web.Request) -> str:
 async def authenticate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Bearer token → (name, role) on the request, for every route."""
+    """A credential (bearer token, else a TLS client certificate) → actor and role on the
+    request, for every route."""
     limiter = request.app[LIMITER]
     client = _client(request)
     wait = limiter.blocked(client)
     if wait is not None:
         raise RateLimited("too many failed authentications from this address; try again later", int(wait) + 1)
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        limiter.failed(client)
-        raise Unauthorized("send 'Authorization: Bearer <token>' (create one with 'certstatus admin token create')")
+    header = request.headers.get("Authorization")
     try:
-        parts = parse_token(value)
-        async with request.app[POOL].acquire() as conn:
-            row = await db.get_token(conn, parts.token_id)
-            if row is None or row.revoked_at is not None or not verify_secret(parts.secret, row.secret_hash):
-                raise Unauthorized("the token is unknown, revoked or wrong")
-            await db.touch_token(conn, row.id, request.app[CLOCK].now())
+        if header is None and _peer_certificate(request) is not None:
+            actor, role = await _certificate_credential(request)
+        else:
+            actor, role = await _token_credential(request, header or "")
     except Unauthorized:
         limiter.failed(client)
         raise
-    request[TOKEN_NAME] = row.name
-    request[ROLE] = Role(row.role)
+    request[ACTOR] = actor
+    request[ROLE] = role
     return await handler(request)
+
+
+async def _token_credential(request: web.Request, header: str) -> tuple[str, Role]:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized(
+            "send 'Authorization: Bearer <token>' (create one with 'certstatus admin token create'), "
+            "or connect over TLS with a registered client certificate"
+        )
+    parts = parse_token(value)
+    async with request.app[POOL].acquire() as conn:
+        row = await db.get_token(conn, parts.token_id)
+        if row is None or row.revoked_at is not None or not verify_secret(parts.secret, row.secret_hash):
+            raise Unauthorized("the token is unknown, revoked or wrong")
+        await db.touch_token(conn, row.id, request.app[CLOCK].now())
+    return f"token:{row.name}", Role(row.role)
+
+
+def _peer_certificate(request: web.Request) -> bytes | None:
+    """The DER of the client certificate the TLS handshake verified, if any."""
+    if request.transport is None:
+        return None
+    tls = request.transport.get_extra_info("ssl_object")
+    if not isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    return tls.getpeercert(binary_form=True)
+
+
+async def _certificate_credential(request: web.Request) -> tuple[str, Role]:
+    """The TLS layer proved the client holds the key of a certificate chaining to this CA;
+    this decides whether that certificate is an admin credential, now."""
+    der = _peer_certificate(request)
+    assert der is not None
+    cert = x509.load_der_x509_certificate(der)
+    issuers = request.app[ISSUERS_BY_SUBJECT]
+    async with request.app[POOL].acquire() as conn:
+        issuer_key = cert.issuer.public_bytes()
+        if issuer_key not in issuers:  # an issuer created since the server started
+            issuers.clear()
+            issuers.update(await db.issuer_ids_by_subject(conn))
+        issuer_id = issuers.get(issuer_key)
+        row = await db.find_client_cert(conn, issuer_id, cert.serial_number) if issuer_id is not None else None
+        now = request.app[CLOCK].now()
+        if row is None or row.der != der:
+            raise Unauthorized("this client certificate is not registered for the admin API "
+                               "('certstatus admin cert create' registers one)")  # fmt: skip
+        if row.revoked_at is not None:
+            raise Unauthorized(f"the client certificate credential {row.name!r} was withdrawn")
+        if row.status != CertStatus.GOOD.value:
+            raise Unauthorized(f"the client certificate of {row.name!r} is {row.status}")
+        if row.not_after <= now:
+            raise Unauthorized(f"the client certificate of {row.name!r} has expired")
+        await db.touch_client_cert(conn, row.id, now)
+    return f"cert:{row.name}", Role(row.role)
 
 
 def _require(request: web.Request, action: Action) -> str:
     role = request[ROLE]
     if action not in PERMISSIONS[role]:
         raise Forbidden(f"the {role.value} role may not {action.value}")
-    return f"token:{request[TOKEN_NAME]}"
+    return request[ACTOR]
 
 
 async def _body(request: web.Request, allowed: set[str], limit: int = MAX_BODY) -> dict[str, Any]:
@@ -376,12 +433,18 @@ async def list_audit(request: web.Request) -> web.Response:
 
 
 async def issue(request: web.Request) -> web.Response:
-    """``POST /v1/certificates``: issue from a PKCS#10 CSR (PEM) with a profile."""
+    """``POST /v1/certificates``: issue a citizen certificate from a PKCS#10 CSR (PEM), or,
+    only where ``CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS`` is on, for a key generated here
+    (``generate_key``), returned once, encrypted under the caller's ``key_passphrase``."""
     actor = _require(request, Action.ISSUE)
-    body = await _body(request, {"issuer", "profile", "csr", "email", "validity_days"})
-    for field in ("issuer", "profile", "csr"):
+    body = await _body(request, {"issuer", "profile", "csr", "email", "validity_days", "generate_key", "holder",
+                                 "key_passphrase"})  # fmt: skip
+    for field in ("issuer", "profile"):
         if not isinstance(body.get(field), str) or not body[field].strip():
             raise ValidationError(f"{field} is required (a string)")
+    if body["profile"] not in CITIZEN_PROFILES:
+        raise ValidationError(f"profile must be one of {', '.join(sorted(CITIZEN_PROFILES))}; "
+                              "admin credentials are issued with 'certstatus admin cert create'")  # fmt: skip
     email = body.get("email")
     if email is not None and not isinstance(email, str):
         raise ValidationError("email must be a string")
@@ -391,12 +454,61 @@ async def issue(request: web.Request) -> web.Response:
         if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 20 * 366:
             raise ValidationError("validity_days must be a whole number of days from 1 to 7320")
         validity = dt.timedelta(days=days)
-    record = await request.app[CA].issue(issuer=body["issuer"], profile=body["profile"], actor=actor,
-                                         csr=body["csr"].encode(), email=email, validity=validity,
-                                         idempotency_key=_idempotency_key(request))  # fmt: skip
+    if "generate_key" not in body:
+        if not isinstance(body.get("csr"), str) or not body["csr"].strip():
+            raise ValidationError("csr is required (a PEM string), unless generate_key is given")
+        for field in ("holder", "key_passphrase"):
+            if field in body:
+                raise ValidationError(f"{field} goes with generate_key; with a CSR the subject comes from the CSR")
+        record = await request.app[CA].issue(issuer=body["issuer"], profile=body["profile"], actor=actor,
+                                             csr=body["csr"].encode(), email=email, validity=validity,
+                                             idempotency_key=_idempotency_key(request))  # fmt: skip
+        out = record.to_json()
+        out["certificate_pem"] = certificate_pem(record)
+        return _json(out, status=201)
+    return await _issue_generated(request, body, actor, email, validity)
+
+
+MIN_KEY_PASSPHRASE: Final = 12
+
+
+async def _issue_generated(
+    request: web.Request, body: dict[str, Any], actor: str, email: str | None, validity: dt.timedelta | None
+) -> web.Response:
+    if not request.app[ALLOW_GENERATED_KEYS]:
+        raise Forbidden("this CA does not generate subjects' keys (CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS is off): "
+                        "send a CSR made where the key will live")  # fmt: skip
+    if "csr" in body:
+        raise ValidationError("give either csr or generate_key, not both")
+    if _idempotency_key(request) is not None:
+        raise ValidationError("Idempotency-Key cannot be used with generate_key: each call makes a new key")
+    spec = body["generate_key"]
+    if not isinstance(spec, dict) or set(spec) - {"key_type"}:
+        raise ValidationError('generate_key must be an object like {"key_type": "ec-p256"}')
+    key_type = spec.get("key_type", KeyType.EC_P256.value)
+    if not isinstance(key_type, str):
+        raise ValidationError("generate_key.key_type must be a string")
+    holder = body.get("holder")
+    if not isinstance(holder, dict) or set(holder) - {"name", "id"} or not all(
+        isinstance(holder.get(k), str) for k in ("name", "id")
+    ):
+        raise ValidationError('holder must be {"name": <CN>, "id": <16-digit holder number>}')
+    passphrase = body.get("key_passphrase")
+    if not isinstance(passphrase, str) or len(passphrase) < MIN_KEY_PASSPHRASE or len(passphrase) > 1024:
+        raise ValidationError(f"key_passphrase (at least {MIN_KEY_PASSPHRASE} characters) is required: "
+                              "the generated key is returned encrypted under it")  # fmt: skip
+    record, key = await request.app[CA].issue_with_generated_key(
+        issuer=body["issuer"], profile=body["profile"], actor=actor, key_type=KeyType.parse(key_type),
+        subject=HolderSubject(holder["name"], holder["id"], email), validity=validity)  # fmt: skip
     out = record.to_json()
     out["certificate_pem"] = certificate_pem(record)
-    return _json(out, status=201)
+    out["private_key_pem"] = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    ).decode()
+    return web.Response(status=201, body=orjson.dumps(out), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
 MAX_BATCH: Final = 10_000
@@ -465,10 +577,17 @@ _SERIAL = r"{serial:[0-9A-Fa-f]{1,40}}"
 
 
 def build_admin_app(
-    pool: asyncpg.Pool, ca: CertificateAuthority, clock: Clock, *, limiter: FailureLimiter | None = None
+    pool: asyncpg.Pool,
+    ca: CertificateAuthority,
+    clock: Clock,
+    *,
+    limiter: FailureLimiter | None = None,
+    allow_generated_keys: bool = False,
 ) -> web.Application:
     app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_BATCH_BODY)
     app[POOL] = pool
+    app[ISSUERS_BY_SUBJECT] = {}
+    app[ALLOW_GENERATED_KEYS] = allow_generated_keys
     app[CA] = ca
     app[CLOCK] = clock
     app[LIMITER] = limiter or FailureLimiter()
@@ -483,6 +602,22 @@ def build_admin_app(
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/suspend", suspend)
     app.router.add_post(f"/v1/certificates/{_ISSUER}/{_SERIAL}/resume", resume)
     return app
+
+
+def admin_ssl_context(cert_file: str, key_file: str, key_password: str | None, trust: list[bytes]) -> ssl.SSLContext:
+    """Server TLS for the admin port: TLS 1.2+, the server's certificate and key (the key
+    may be encrypted under ``key_password``), and client certificates requested (not
+    required: tokens still work) and verified against this CA's certificates (``trust``,
+    DER), so only a certificate this CA issued gets past the handshake."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file, password=key_password.encode() if key_password else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigurationError(f"cannot load the admin TLS certificate {cert_file} and key {key_file}: {e}") from None
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.load_verify_locations(cadata=b"".join(trust))
+    return ctx
 
 
 def openapi_document() -> dict[str, Any]:
@@ -519,7 +654,7 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "certstatus admin API", "version": "1"},
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"clientCertificate": []}],
         "paths": {
             "/v1/issuers": {"get": {"summary": "the CAs", "responses": {"200": {"description": "issuers"}, **errors_}}},
             "/v1/certificates/{issuer}/{serial}": {
@@ -546,11 +681,24 @@ def openapi_document() -> dict[str, Any]:
                 "post": {"summary": "issue from a PKCS#10 CSR (operator, registration officer)", "parameters": [idem],
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False,
-                             "required": ["issuer", "profile", "csr"],
-                             "properties": {"issuer": {"type": "string"}, "profile": {"type": "string"},
-                                            "csr": {"type": "string", "description": "PEM"},
+                             "required": ["issuer", "profile"],
+                             "properties": {"issuer": {"type": "string"},
+                                            "profile": {"type": "string", "enum": sorted(CITIZEN_PROFILES)},
+                                            "csr": {"type": "string", "description": "PEM; the usual way"},
                                             "email": {"type": "string"},
-                                            "validity_days": {"type": "integer", "minimum": 1, "maximum": 7320}}}}}},
+                                            "validity_days": {"type": "integer", "minimum": 1, "maximum": 7320},
+                                            "generate_key": {
+                                                "type": "object", "additionalProperties": False,
+                                                "description": "instead of csr, only where the CA allows it",
+                                                "properties": {"key_type": {"type": "string", "enum": [
+                                                    k.value for k in KeyType]}}},
+                                            "holder": {"type": "object", "additionalProperties": False,
+                                                       "required": ["name", "id"],
+                                                       "properties": {"name": {"type": "string"},
+                                                                      "id": {"type": "string",
+                                                                             "pattern": "^[0-9]{16}$"}}},
+                                            "key_passphrase": {"type": "string", "minLength": MIN_KEY_PASSPHRASE,
+                                                               "maxLength": 1024}}}}}},
                          "responses": {"201": {"description": "the certificate, with its PEM"}, **errors_}}},
             "/v1/audit": {"get": {"summary": "the audit log, oldest first (cursor pagination)", "parameters": [
                 {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -572,7 +720,9 @@ def openapi_document() -> dict[str, Any]:
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "clientCertificate": {"type": "mutualTLS", "description":
+                                    "a client certificate from this CA, registered with 'certstatus admin cert create'"}},
             "responses": {"Problem": {"description": "RFC 9457 problem details",
                                       "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
             "schemas": {

@@ -71,6 +71,23 @@ class Config:
         "127.0.0.1", "CERTSTATUS_ADMIN_HOST", "Address the admin API binds; keep it off public networks."
     )
     admin_port: int = _field(8081, "CERTSTATUS_ADMIN_PORT", "Port of the admin API; never the public port.")
+    admin_tls_cert: Path | None = _field(
+        None,
+        "CERTSTATUS_ADMIN_TLS_CERT",
+        "PEM certificate (chain) of the admin API's TLS server. Set with the key: the admin API then speaks only "
+        "HTTPS and also accepts admin client certificates ('certstatus admin cert create').",
+    )
+    admin_tls_key: Path | None = _field(
+        None,
+        "CERTSTATUS_ADMIN_TLS_KEY",
+        "PEM private key of the admin TLS server; if encrypted, under the key passphrase.",
+    )
+    admin_allow_generated_keys: bool = _field(
+        False,
+        "CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS",
+        "Let POST /v1/certificates generate a subject's key and return it encrypted. Off: CSRs only, so no "
+        "subject key ever exists outside its holder's device.",
+    )
     public_base_url: str | None = _field(
         None,
         "CERTSTATUS_PUBLIC_BASE_URL",
@@ -352,6 +369,15 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     args = [a for a in getattr(hint, "__args__", ()) if a is not type(None)]
     target = args[0] if args else hint
     try:
+        if target is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
         if target is int:
             if isinstance(value, bool):
                 raise ValueError
@@ -371,7 +397,12 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     except ConfigurationError as e:
         raise ConfigurationError(f"{label}: {e.message}") from None
     except (TypeError, ValueError):
-        kind = {int: "an integer", Path: "a path", KeyType: f"one of {', '.join(k.value for k in KeyType)}"}.get(
+        kind = {
+            bool: "on or off (true/false, yes/no, 1/0)",
+            int: "an integer",
+            Path: "a path",
+            KeyType: f"one of {', '.join(k.value for k in KeyType)}",
+        }.get(
             target, "a string"
         )
         raise ConfigurationError(f"{label}={shown}: must be {kind}") from None

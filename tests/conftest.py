@@ -36,7 +36,7 @@ ISSUERS = ("moica", "gca")
 
 # Every table the application writes, children first.
 _TABLES = (
-    "api_tokens", "crl_publications", "ocsp_sweep", "ocsp_fill", "idempotency_keys", "audit_log", "outbox", "crl_numbers", "ocsp_signers",
+    "api_tokens", "api_client_certs", "crl_publications", "ocsp_sweep", "ocsp_fill", "idempotency_keys", "audit_log", "outbox", "crl_numbers", "ocsp_signers",
     "certificates", "issuers", "sealed_keys",
 )
 

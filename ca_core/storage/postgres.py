@@ -1228,3 +1228,100 @@ async def touch_token(conn: asyncpg.Connection, token_id: int, now: dt.datetime)
         token_id,
         now,
     )
+
+
+# Admin API client certificates ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClientCertRow:
+    """A registered admin client certificate, joined with the certificate's own state."""
+
+    id: int
+    name: str
+    role: str
+    issuer: str
+    serial: int
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    status: str
+    not_after: dt.datetime
+    der: bytes
+
+
+_CLIENT_CERT_SELECT = """
+    SELECT a.id, a.name, a.role, i.name AS issuer, a.serial, a.created_at, a.revoked_at, a.last_used_at,
+           c.status::text AS status, c.not_after, c.der
+    FROM api_client_certs a
+    JOIN certificates c ON c.issuer_id = a.issuer_id AND c.serial = a.serial
+    JOIN issuers i ON i.id = a.issuer_id"""
+
+
+def _client_cert(row: asyncpg.Record) -> ClientCertRow:
+    values = dict(row.items())
+    values["serial"] = serial_from_bytes(values["serial"])
+    values["der"] = bytes(values["der"])
+    return ClientCertRow(**values)
+
+
+async def insert_client_cert(
+    conn: asyncpg.Connection, *, name: str, role: str, issuer_id: int, serial: int, now: dt.datetime
+) -> int:
+    try:
+        return int(
+            await conn.fetchval(
+                """INSERT INTO api_client_certs (name, role, issuer_id, serial, created_at)
+                   VALUES ($1, $2, $3, $4, $5) RETURNING id""",
+                name,
+                role,
+                issuer_id,
+                serial_to_bytes(serial),
+                now,
+            )
+        )
+    except asyncpg.UniqueViolationError:
+        raise IdempotencyConflict(f"a client certificate credential named {name!r} exists already") from None
+
+
+async def find_client_cert(conn: asyncpg.Connection, issuer_id: int, serial: int) -> ClientCertRow | None:
+    row = await conn.fetchrow(
+        f"{_CLIENT_CERT_SELECT} WHERE a.issuer_id = $1 AND a.serial = $2", issuer_id, serial_to_bytes(serial)
+    )
+    return _client_cert(row) if row is not None else None
+
+
+async def get_client_cert(conn: asyncpg.Connection, name: str) -> ClientCertRow | None:
+    row = await conn.fetchrow(f"{_CLIENT_CERT_SELECT} WHERE a.name = $1", name)
+    return _client_cert(row) if row is not None else None
+
+
+async def list_client_certs(conn: asyncpg.Connection) -> list[ClientCertRow]:
+    return [_client_cert(r) for r in await conn.fetch(f"{_CLIENT_CERT_SELECT} ORDER BY a.id")]
+
+
+async def revoke_client_cert(conn: asyncpg.Connection, name: str, now: dt.datetime) -> bool:
+    """Withdraw a registration (the certificate's own revocation is the CA's business)."""
+    done = await conn.fetchval(
+        "UPDATE api_client_certs SET revoked_at = coalesce(revoked_at, $2) WHERE name = $1 RETURNING id", name, now
+    )
+    return done is not None
+
+
+async def touch_client_cert(conn: asyncpg.Connection, cred_id: int, now: dt.datetime) -> None:
+    await conn.execute(
+        """UPDATE api_client_certs SET last_used_at = $2
+           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2::timestamptz - interval '1 minute')""",
+        cred_id,
+        now,
+    )
+
+
+async def issuer_ids_by_subject(conn: asyncpg.Connection) -> dict[bytes, int]:
+    """Issuer id per DER-encoded subject name of its current CA certificate."""
+    from cryptography import x509
+
+    out: dict[bytes, int] = {}
+    for r in await conn.fetch("SELECT id, certificate FROM issuers"):
+        out[x509.load_der_x509_certificate(bytes(r["certificate"])).subject.public_bytes()] = int(r["id"])
+    return out

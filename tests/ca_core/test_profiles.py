@@ -298,7 +298,7 @@ class TestProfiles:
             get_profile(name)
         message = str(info.value)
         assert f"unknown certificate profile {name!r}" in message
-        assert "(valid: citizen-signing, citizen-encryption)" in message
+        assert "(valid: citizen-signing, citizen-encryption, admin-client)" in message
 
     def test_profiles_are_read_only(self) -> None:
         with pytest.raises(TypeError):

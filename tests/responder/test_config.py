@@ -72,6 +72,9 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("CERTSTATUS_PUBLIC_PORT", "9000", "public_port", 9000),
     ("CERTSTATUS_ADMIN_HOST", "10.0.0.5", "admin_host", "10.0.0.5"),
     ("CERTSTATUS_ADMIN_PORT", "9443", "admin_port", 9443),
+    ("CERTSTATUS_ADMIN_TLS_CERT", "/etc/certstatus/admin.crt", "admin_tls_cert", Path("/etc/certstatus/admin.crt")),
+    ("CERTSTATUS_ADMIN_TLS_KEY", "/etc/certstatus/admin.key", "admin_tls_key", Path("/etc/certstatus/admin.key")),
+    ("CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS", "yes", "admin_allow_generated_keys", True),
     ("CERTSTATUS_PUBLIC_BASE_URL", "https://status.example.org", "public_base_url", "https://status.example.org"),
     ("CERTSTATUS_KEY_PASSPHRASE", PASSPHRASE, "key_passphrase", Passphrase(PASSPHRASE)),
     ("CERTSTATUS_KEY_PASSPHRASE_FILE", "/run/secrets/ca-pass", "key_passphrase_file", Path("/run/secrets/ca-pass")),
@@ -229,6 +232,8 @@ ENV_ERRORS: list[tuple[str, dict[str, str], list[str]]] = [
         ["CERTSTATUS_PUBLIC_PORT", "'eighty'", "must be an integer"],
     ),
     ("admin-port-not-an-integer", {"CERTSTATUS_ADMIN_PORT": "80.5"}, ["CERTSTATUS_ADMIN_PORT", "must be an integer"]),
+    ("generated-keys-not-a-switch", {"CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS": "maybe"},
+     ["CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS='maybe'", "must be on or off"]),
     ("port-zero", {"CERTSTATUS_PUBLIC_PORT": "0"}, ["CERTSTATUS_PUBLIC_PORT=0", "between 1 and 65535"]),
     (
         "crl-validity-not-longer-than-interval",
