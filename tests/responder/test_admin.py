@@ -16,7 +16,7 @@ from ca_core.lifecycle import CertificateAuthority
 from ca_core.model import CertRecord, KeyType
 from ca_core.profiles import HolderSubject
 from ca_core.storage import postgres as db
-from ca_core.tokens import Role, make_token
+from ca_core.tokens import PERMISSIONS, Action, Role, make_token
 from responder.admin import FailureLimiter, build_admin_app, openapi_document
 
 HOLDER = HolderSubject("王小明", "0000000111729553")
@@ -74,16 +74,28 @@ def is_problem(status: int, headers: dict[str, str], body: Any, expected: int, s
     assert body["type"] == f"urn:certstatus:problem:{slug}" and body["status"] == expected and body["detail"]
 
 
+#: Every operation of the API and the action it needs (None: any authenticated caller).
+ROUTES: list[tuple[str, str, Action | None]] = [
+    ("GET", "/v1/openapi.json", Action.READ),
+    ("GET", "/v1/issuers", Action.READ),
+    ("GET", "/v1/certificates", Action.READ),
+    ("POST", "/v1/certificates", Action.ISSUE),
+    ("GET", "/v1/audit", Action.READ),
+    ("POST", "/v1/revocations:batch", Action.REVOKE),
+    ("GET", "/v1/certificates/{issuer}/{serial}", Action.READ),
+    ("POST", "/v1/certificates/{issuer}/{serial}/revoke", Action.REVOKE),
+    ("POST", "/v1/certificates/{issuer}/{serial}/suspend", Action.SUSPEND),
+    ("POST", "/v1/certificates/{issuer}/{serial}/resume", Action.RESUME),
+]
+
+
 def routes(serial: str) -> list[tuple[str, str]]:
-    return [
-        ("GET", "/v1/openapi.json"),
-        ("GET", "/v1/issuers"),
-        ("GET", f"/v1/certificates/moica/{serial}"),
-        ("POST", f"/v1/certificates/moica/{serial}/revoke"),
-        ("POST", f"/v1/certificates/moica/{serial}/suspend"),
-        ("POST", f"/v1/certificates/moica/{serial}/resume"),
-        ("GET", "/v1/no-such-route"),
-    ]
+    return [(m, p.format(issuer="moica", serial=serial)) for m, p, _ in ROUTES] + [("GET", "/v1/no-such-route")]
+
+
+def test_the_route_table_covers_the_openapi_document() -> None:
+    documented = {(m.upper(), p) for p, ops in openapi_document()["paths"].items() for m in ops}
+    assert documented == {(m, p) for m, p, _ in ROUTES}
 
 
 @pytest.mark.parametrize("limiter", [FailureLimiter(limit=1000)])
@@ -301,3 +313,83 @@ async def test_bulk_revocation_reports_exactly_which_failed(
                 {"items": [{"issuer": "moica", "serial": "AB", "colour": 1}]}):  # fmt: skip
         status, h, body = await api("POST", "/v1/revocations:batch", token, body=bad)
         is_problem(status, h, body, 400, "validation")
+
+
+async def test_every_route_with_every_role(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    """A role gets 403 exactly where PERMISSIONS says it may not, and never a 401 or a 5xx."""
+    tokens = {role: await new_token(pool, clock, f"t-{role.value}", role) for role in Role}
+    for role, token in tokens.items():
+        record = await issue(ca)
+        for method, path, action in ROUTES:
+            url = path.format(issuer="moica", serial=record.serial_hex)
+            body: Any = None
+            if path == "/v1/revocations:batch":
+                body = {"items": [{"issuer": "moica", "serial": record.serial_hex}]}
+            status, headers, answer = await api(method, url, token, body=body)
+            if action in PERMISSIONS[role]:
+                assert status < 500 and status not in (401, 403), (role, method, path, status, answer)
+            else:
+                is_problem(status, headers, answer, 403, "forbidden")
+        # What the role could not do left the certificate as it was.
+        if Action.REVOKE not in PERMISSIONS[role] and Action.SUSPEND not in PERMISSIONS[role]:
+            assert (await ca.get("moica", record.serial)).status.value == "good"
+
+
+@pytest.fixture
+async def keygen_api(pool: asyncpg.Pool, ca: CertificateAuthority, clock: FakeClock) -> AsyncIterator[Call]:
+    """The API where CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS is on."""
+    server = TestServer(build_admin_app(pool, ca, clock, allow_generated_keys=True))
+    await server.start_server()
+    async with ClientSession() as http:
+
+        async def call(path: str, token: str, body: Any, **headers: str) -> tuple[int, dict[str, str], Any]:
+            headers["Authorization"] = f"Bearer {token}"
+            async with http.post(str(server.make_url(path)), json=body, headers=headers) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.json(content_type=None)
+
+        yield call
+    await server.close()
+
+
+GENERATED = {"issuer": "moica", "profile": "citizen-signing", "generate_key": {"key_type": "ec-p256"},
+             "holder": {"name": "林小美", "id": "0000000333444555"}, "key_passphrase": "correct horse battery"}  # fmt: skip
+
+
+async def test_generated_keys_only_where_allowed(
+    api: Call, keygen_api: Call, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    officer = await new_token(pool, clock, "ra", Role.REGISTRATION_OFFICER)
+    status, h, body = await api("POST", "/v1/certificates", officer, body=GENERATED)
+    is_problem(status, h, body, 403, "forbidden")
+    assert "CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS" in body["detail"]
+    assert await pool.fetchval("SELECT count(*) FROM certificates WHERE profile = 'citizen-signing'") == 0
+
+    status, h, body = await keygen_api("/v1/certificates", officer, GENERATED)
+    assert status == 201, body
+    assert h["cache-control"] == "no-store"
+    cert = x509.load_pem_x509_certificate(body["certificate_pem"].encode())
+    key = serialization.load_pem_private_key(body["private_key_pem"].encode(), b"correct horse battery")
+    assert key.public_key() == cert.public_key()
+    with pytest.raises(TypeError):  # the key is never handed out in the clear
+        serialization.load_pem_private_key(body["private_key_pem"].encode(), None)
+    assert body["holder_id"] == "0000000333444555"
+
+    for change, fragment in [
+        ({"key_passphrase": "short"}, "key_passphrase"),
+        ({"key_passphrase": None}, "key_passphrase"),
+        ({"holder": {"name": "x"}}, "holder"),
+        ({"holder": {"name": "x", "id": "123"}}, "16"),
+        ({"generate_key": {"key_type": "dsa"}}, "key type"),
+        ({"generate_key": {"bits": 1}}, "generate_key"),
+        ({"csr": "-----BEGIN CERTIFICATE REQUEST-----"}, "not both"),
+        ({"profile": "admin-client"}, "admin cert create"),
+    ]:
+        status, h, body = await keygen_api("/v1/certificates", officer, {**GENERATED, **change})
+        is_problem(status, h, body, 400, "validation")
+        assert fragment in body["detail"], (change, body)
+    status, h, body = await keygen_api("/v1/certificates", officer, GENERATED, **{"Idempotency-Key": "k"})
+    is_problem(status, h, body, 400, "validation")
+    assert await pool.fetchval("SELECT count(*) FROM certificates WHERE profile = 'citizen-signing'") == 1
