@@ -249,6 +249,9 @@ class AuditEntry:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     idempotency_key: str | None
+    #: Position in the hash chain and this row's hash (see ca_core.audit).
+    chain_seq: int | None = None
+    row_hash: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -261,6 +264,8 @@ class AuditEntry:
             "before": self.before,
             "after": self.after,
             "idempotency_key": self.idempotency_key,
+            "chain_seq": self.chain_seq,
+            "row_hash": self.row_hash.hex() if self.row_hash is not None else None,
         }
 
 

@@ -608,7 +608,7 @@ async def list_audit(
     args.append(limit)
     rows = await conn.fetch(
         f"""SELECT a.id, a.at, a.actor, a.action, i.name AS issuer, a.serial, a.before, a.after,
-                   a.idempotency_key
+                   a.idempotency_key, a.chain_seq, a.row_hash
             FROM audit_log a LEFT JOIN issuers i ON i.id = a.issuer_id
             WHERE {where} ORDER BY a.id LIMIT ${len(args)}""",
         *args,
@@ -624,6 +624,8 @@ async def list_audit(
             before=r["before"],
             after=r["after"],
             idempotency_key=r["idempotency_key"],
+            chain_seq=r["chain_seq"],
+            row_hash=bytes(r["row_hash"]),
         )
         for r in rows
     ]

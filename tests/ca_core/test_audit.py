@@ -72,6 +72,11 @@ async def test_every_row_is_chained_in_order(pool: asyncpg.Pool, history: list[C
     report = await verify(pool)
     assert report.intact, report.breaks
     assert report.rows == len(rows) and report.head == Anchor(len(rows), bytes(rows[-1]["row_hash"]))
+    # The audit listing (API, CLI) shows each entry's place and hash, so a reader can anchor it.
+    async with pool.acquire() as conn:
+        entries = await db.list_audit(conn, limit=1000)
+    assert [(e.chain_seq, e.row_hash) for e in entries] == [(r["chain_seq"], bytes(r["row_hash"])) for r in rows]
+    assert entries[-1].to_json()["row_hash"] == bytes(rows[-1]["row_hash"]).hex()
 
 
 async def test_python_record_equals_the_databases(pool: asyncpg.Pool, history: list[CertRecord]) -> None:
