@@ -818,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .admin_cmd import cmd_admin_serve, cmd_token_create, cmd_token_list, cmd_token_revoke
 
-    admin = sub.add_parser("admin", help="the admin API: serve it, manage its tokens").add_subparsers(
+    admin = sub.add_parser("admin", help="the admin API: serve it, manage its tokens, use it").add_subparsers(
         dest="admin_command", metavar="ACTION", required=True
     )
     add(
@@ -846,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = add("revoke", "revoke a token at once", _with_storage(cmd_token_revoke), parent=tokens)
     p.add_argument("name")
+    _admin_client_commands(admin, add)
 
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(
         dest="audit_command", metavar="ACTION", required=True
@@ -873,7 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--anchor", action="append", type=anchor_arg, metavar="SEQ:HASH",
                    help="a head printed by an earlier run; that row must still have that hash (repeatable)")  # fmt: skip
-    p.add_argument("--max-breaks", type=int, default=100, metavar="N", help="breaks listed (all are counted; default 100)")
+    p.add_argument(
+        "--max-breaks", type=int, default=100, metavar="N", help="breaks listed (all are counted; default 100)"
+    )
     _common(p)
 
     dbp = sub.add_parser("db", help="database schema").add_subparsers(
@@ -890,6 +893,141 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("config", "show every setting, where it comes from and what it does", cmd_config)
     _common(p)
     return parser
+
+
+def _admin_client_commands(admin: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """``admin issue|revoke|suspend|resume|show|list|audit|revoke-batch``: the admin API over HTTP."""
+    from .admin_cmd import (
+        CLIENT_EPILOG,
+        add_client_arguments,
+        cmd_admin_audit,
+        cmd_admin_change,
+        cmd_admin_issue,
+        cmd_admin_list,
+        cmd_admin_revoke_batch,
+        cmd_admin_show,
+        remote,
+    )
+
+    record_json = "print the certificate record the API returns, as JSON"
+    idempotency = (
+        "a client-chosen key (printable ASCII): repeating the command with it returns the first answer "
+        "instead of acting twice"
+    )
+
+    def client(name: str, help: str, fn: Any, description: str, json_help: str) -> argparse.ArgumentParser:
+        p = add(name, help, remote(fn), parent=admin, description=description, epilog=CLIENT_EPILOG)
+        add_client_arguments(p, json_help=json_help)
+        return p
+
+    p = client(
+        "issue",
+        "issue a certificate from a CSR, through the admin API",
+        cmd_admin_issue,
+        "Issue a certificate through the admin API from a PKCS#10 CSR (PEM or DER). The server checks\n"
+        "it as 'certstatus cert issue' does: its signature (proof of possession), its key and its subject\n"
+        "(C=TW, CN, serialNumber of 16 digits). Needs an operator or registration-officer token. Prints\n"
+        "the certificate as name: value lines, then its PEM unless --out names a file for it.",
+        "print the API's answer instead: the certificate record with certificate_pem",
+    )
+    p.add_argument("--issuer", required=True, help="issuing CA, e.g. moica")
+    p.add_argument("--profile", required=True, help=f"certificate profile ({', '.join(sorted(END_ENTITY_PROFILES))})")
+    p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-' reads standard input)")
+    p.add_argument("--email", help="e-mail address for the rfc822Name SAN")
+    p.add_argument("--validity-days", type=int, metavar="N", help="validity (default: the server's, 5 years)")
+    p.add_argument("--idempotency-key", metavar="KEY", help=idempotency)
+    p.add_argument("--out", metavar="FILE", help="write the certificate PEM here instead of printing it")
+
+    reasons = ", ".join(r.rfc_name for r in RevocationReason)
+    for op, text, who in (
+        ("revoke", "revoke a certificate for good, through the admin API", "an operator token"),
+        ("suspend", "suspend a certificate (certificateHold), through the admin API",
+         "an operator or registration-officer token"),
+        ("resume", "lift a suspension, through the admin API", "an operator or registration-officer token"),
+    ):  # fmt: skip
+        p = client(
+            op,
+            text,
+            cmd_admin_change,
+            f"{text[0].upper()}{text[1:]}. Needs {who}. Prints the certificate as it is now, as\n"
+            "name: value lines. A change the certificate's state does not allow (e.g. resuming a revoked\n"
+            "certificate) is refused with 409.",
+            record_json,
+        )
+        p.set_defaults(op=op)
+        p.add_argument("issuer", help="issuing CA, e.g. moica")
+        p.add_argument("serial", help="serial number in hex (colons and 0x allowed)")
+        if op == "revoke":
+            p.add_argument("--reason", help=f"RFC 5280 reason, name or code (default unspecified); one of {reasons}")
+            p.add_argument(
+                "--invalidity-date",
+                metavar="ISO",
+                help="ISO 8601 time the key became unsafe, e.g. 2026-05-01T08:00:00Z",
+            )
+        p.add_argument("--idempotency-key", metavar="KEY", help=idempotency)
+
+    p = client(
+        "show",
+        "show one certificate, through the admin API",
+        cmd_admin_show,
+        "Show one certificate's record (any token may read) as name: value lines.",
+        record_json,
+    )
+    p.add_argument("issuer", help="issuing CA, e.g. moica")
+    p.add_argument("serial", help="serial number in hex")
+
+    p = client(
+        "list",
+        "find certificates by holder, issuer or status, through the admin API",
+        cmd_admin_list,
+        "Find certificates by holder, issuer or status, in (issuer, serial) order: one page of --limit\n"
+        "certificates, or with --all every page (following the API's cursors). When more match than\n"
+        "were printed, a line on standard error says so.",
+        'print the API\'s answer: {"certificates": [...], "next_cursor": ...}; with --all every page\'s '
+        "certificates in one list and next_cursor null",
+    )
+    p.add_argument("--holder", metavar="ID", help="16-digit holder number")
+    p.add_argument("--issuer", metavar="NAME")
+    p.add_argument("--status", choices=[s.value for s in CertStatus])
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="certificates per page, 1-1000 (default 100; 1000 with --all)"
+    )
+    p.add_argument("--all", action="store_true", help="fetch every page")
+
+    p = client(
+        "audit",
+        "read the audit log, through the admin API",
+        cmd_admin_audit,
+        "List audit log entries, oldest first: who (the token's name) did what to which certificate,\n"
+        "with the status before and after. One page of --limit entries, or with --all every page.",
+        'print the API\'s answer: {"entries": [...], "next_cursor": ...}, each entry with its before and '
+        "after records; with --all every page's entries in one list and next_cursor null",
+    )
+    p.add_argument("--actor", metavar="A", help="e.g. token:ops-alice")
+    p.add_argument("--issuer", metavar="I", help="one issuer's entries")
+    p.add_argument("--serial", metavar="S", help="one certificate's entries (with --issuer)")
+    p.add_argument("--since", metavar="T", help="entries at or after this ISO 8601 time, e.g. 2026-05-01T00:00:00Z")
+    p.add_argument("--until", metavar="T", help="entries before this ISO 8601 time")
+    p.add_argument("--limit", type=int, metavar="N", help="entries per page, 1-1000 (default 100; 1000 with --all)")
+    p.add_argument("--all", action="store_true", help="fetch every page")
+
+    p = client(
+        "revoke-batch",
+        "revoke many certificates in one request, through the admin API",
+        cmd_admin_revoke_batch,
+        "Revoke up to 10,000 certificates in one request (operator tokens only), e.g. every card of a\n"
+        "stolen batch. FILE ('-' reads standard input) has one 'ISSUER SERIAL [REASON]' a line (spaces,\n"
+        "tabs or commas between; blank lines and lines starting with # are skipped), or is JSON: a list\n"
+        'of {"issuer", "serial", "reason"?, "invalidity_date"?}, the API\'s body {"items": [...],\n'
+        "\"reason\"?}, or the output of 'admin list --json' (revoking what it found). Each certificate\n"
+        "is revoked on its own: prints how many were revoked and a table of those that failed, with\n"
+        "the file's line (or the item's index for JSON) and why. With --idempotency-key, repeating the\n"
+        "command replays what was done and retries what failed. The exit status is 1 if any failed.",
+        "print the API's answer: revoked, failed, and a result per item (the certificate or a problem)",
+    )
+    p.add_argument("file", metavar="FILE", help="the certificates to revoke ('-': standard input)")
+    p.add_argument("--reason", help=f"reason for the items that name none (default unspecified); one of {reasons}")
+    p.add_argument("--idempotency-key", metavar="KEY", help=idempotency)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
