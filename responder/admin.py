@@ -604,7 +604,7 @@ def build_admin_app(
     return app
 
 
-def admin_ssl_context(cert_file: str, key_file: str, key_password: str | None, trust: list[bytes]) -> ssl.SSLContext:
+def admin_ssl_context(cert_file: str, key_file: str, key_password: bytes | None, trust: list[bytes]) -> ssl.SSLContext:
     """Server TLS for the admin port: TLS 1.2+, the server's certificate and key (the key
     may be encrypted under ``key_password``), and client certificates requested (not
     required: tokens still work) and verified against this CA's certificates (``trust``,
@@ -612,7 +612,7 @@ def admin_ssl_context(cert_file: str, key_file: str, key_password: str | None, t
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        ctx.load_cert_chain(cert_file, key_file, password=key_password.encode() if key_password else None)
+        ctx.load_cert_chain(cert_file, key_file, password=key_password)
     except (OSError, ssl.SSLError) as e:
         raise ConfigurationError(f"cannot load the admin TLS certificate {cert_file} and key {key_file}: {e}") from None
     ctx.verify_mode = ssl.CERT_OPTIONAL

@@ -84,6 +84,10 @@ class AdminUnreachable(Exception):
     """No answer from the admin API: refused or failed connection, TLS failure, timeout."""
 
 
+#: The passphrase of an encrypted client key (as 'certstatus admin cert create' writes them).
+KEY_PASSPHRASE_ENV = "CERTSTATUS_ADMIN_KEY_PASSPHRASE"
+
+
 def tls_context(cacert: str | None = None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
     """A client TLS context: server certificates checked against ``cacert`` (PEM file) or,
     without it, the system's trusted CAs; ``cert``/``key`` a client certificate and its
@@ -96,11 +100,20 @@ def tls_context(cacert: str | None = None, cert: str | None = None, key: str | N
         raise ConfigurationError(f"cannot load the CA certificates in {cacert}: {_reason(e)}") from None
     if cert is not None:
         try:
-            context.load_cert_chain(cert, key)
+            # An encrypted key is opened with CERTSTATUS_ADMIN_KEY_PASSPHRASE (the passphrase
+            # 'admin cert create' wrote it under), never by a prompt OpenSSL would open itself.
+            context.load_cert_chain(cert, key, password=_key_passphrase)
         except (OSError, ssl.SSLError) as e:
             names = f"{cert} and {key}" if key else cert
             raise ConfigurationError(f"cannot load the client certificate and key from {names}: {_reason(e)}") from None
     return context
+
+
+def _key_passphrase() -> bytes:
+    value = os.environ.get(KEY_PASSPHRASE_ENV)
+    if value is None:
+        raise ConfigurationError(f"the client key is encrypted: set {KEY_PASSPHRASE_ENV} to its passphrase")
+    return value.encode()
 
 
 def _reason(e: OSError | ssl.SSLError) -> str:

@@ -50,26 +50,42 @@ EXIT_OK, EXIT_ERROR = 0, 1
 
 
 async def cmd_admin_serve(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .admin import build_admin_app
+    from .admin import admin_ssl_context, build_admin_app
     from .cli import _authority
 
-    app = build_admin_app(storage.pool, _authority(cfg, storage, keys=cfg.passphrase() is not None), SystemClock())
-    async with server.serving(app, cfg.admin_host, cfg.admin_port):
-        print(f"admin API on http://{cfg.admin_host}:{cfg.admin_port}/v1/ (bearer tokens: 'certstatus admin token "
-              "create'; Ctrl-C stops it)", flush=True)  # fmt: skip
+    ssl_context = None
+    if (cfg.admin_tls_cert is None) != (cfg.admin_tls_key is None):
+        raise ConfigurationError("set both CERTSTATUS_ADMIN_TLS_CERT and CERTSTATUS_ADMIN_TLS_KEY, or neither")
+    if cfg.admin_tls_cert is not None and cfg.admin_tls_key is not None:
+        async with storage.pool.acquire() as conn:
+            trust = [i.certificate for i in await db.list_issuers(conn)]
+        if not trust:
+            raise ConfigurationError("TLS client certificates need the CA: run 'certstatus ca init' first")
+        passphrase = cfg.passphrase()
+        ssl_context = admin_ssl_context(str(cfg.admin_tls_cert), str(cfg.admin_tls_key),
+                                        passphrase.reveal() if passphrase is not None else None, trust)  # fmt: skip
+    app = build_admin_app(storage.pool, _authority(cfg, storage, keys=cfg.passphrase() is not None), SystemClock(),
+                          allow_generated_keys=cfg.admin_allow_generated_keys)  # fmt: skip
+    async with server.serving(app, cfg.admin_host, cfg.admin_port, ssl_context=ssl_context):
+        scheme = "https" if ssl_context is not None else "http"
+        how = "bearer tokens or registered client certificates" if ssl_context is not None else "bearer tokens"
+        print(f"admin API on {scheme}://{cfg.admin_host}:{cfg.admin_port}/v1/ ({how}; Ctrl-C stops it)", flush=True)
         await lifetime.wait()
     return EXIT_OK
 
 
 async def cmd_token_create(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    from .cli import _print_json
+    from .cli import _actor, _print_json
 
     name = check_name(args.name)
     role = Role.parse(args.role)
     token = make_token()
-    async with storage.pool.acquire() as conn:
-        token_id = await db.insert_token(conn, name=name, role=role.value, secret_hash=token.secret_hash,
-                                         now=SystemClock().now())  # fmt: skip
+    now = SystemClock().now()
+    async with db.transaction(storage.pool, "create a token") as conn:
+        token_id = await db.insert_token(conn, name=name, role=role.value, secret_hash=token.secret_hash, now=now)
+        await db.insert_audit(conn, actor=_actor(args), action="credential.token.create", issuer_id=None, serial=None,
+                              before=None, after={"name": name, "role": role.value}, idempotency_key=None,
+                              now=now)  # fmt: skip
     text = token.text(token_id)
     if args.json:
         _print_json({"name": name, "role": role.value, "token": text})
@@ -100,10 +116,17 @@ async def cmd_token_list(cfg: Config, args: argparse.Namespace, storage: Storage
 
 
 async def cmd_token_revoke(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
-    async with storage.pool.acquire() as conn:
-        row = await db.revoke_token(conn, args.name, SystemClock().now())
-    if row is None:
-        raise NotFound(f"no token named {args.name!r}")
+    from .cli import _actor
+
+    now = SystemClock().now()
+    async with db.transaction(storage.pool, "revoke a token") as conn:
+        row = await db.revoke_token(conn, args.name, now)
+        if row is None:
+            raise NotFound(f"no token named {args.name!r}")
+        if row.revoked_at == now:  # revoked by this call, not before
+            await db.insert_audit(conn, actor=_actor(args), action="credential.token.revoke", issuer_id=None,
+                                  serial=None, before={"name": row.name, "role": row.role}, after=None,
+                                  idempotency_key=None, now=now)  # fmt: skip
     print(f"token {row.name!r} revoked (it no longer opens the admin API)")
     return EXIT_OK
 

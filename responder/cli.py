@@ -828,10 +828,13 @@ def build_parser() -> argparse.ArgumentParser:
         parent=admin,
         description=(
             "Serve the admin API (JSON, /v1/...) on CERTSTATUS_ADMIN_HOST:CERTSTATUS_ADMIN_PORT (default\n"
-            "127.0.0.1:8081). Every request needs 'Authorization: Bearer <token>' from 'certstatus admin\n"
-            "token create'; roles: operator (everything), registration-officer (read, suspend, resume),\n"
-            "auditor (read). Errors are RFC 9457 application/problem+json. The OpenAPI document is at\n"
-            "/v1/openapi.json. Keep the port off public networks."
+            "127.0.0.1:8081). Every request needs a credential: 'Authorization: Bearer <token>' from\n"
+            "'certstatus admin token create', or, over TLS, a client certificate from 'certstatus admin cert\n"
+            "create'. Roles: operator (everything), registration-officer (read, issue, suspend, resume),\n"
+            "auditor (read). With CERTSTATUS_ADMIN_TLS_CERT and CERTSTATUS_ADMIN_TLS_KEY set it serves only\n"
+            "HTTPS (the key may be encrypted under the key passphrase). Errors are RFC 9457\n"
+            "application/problem+json; the OpenAPI document is at /v1/openapi.json. Keep the port off\n"
+            "public networks."
         ),
     )
     tokens = admin.add_parser("token", help="create, list and revoke admin API tokens").add_subparsers(
@@ -841,11 +844,57 @@ def build_parser() -> argparse.ArgumentParser:
             parent=tokens)  # fmt: skip
     p.add_argument("name", help="who or what holds it, e.g. ops-alice or ra-taipei-01")
     p.add_argument("--role", required=True, choices=[r.value for r in Role], help="what it may do")
+    p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
     _common(p)
     p = add("list", "list tokens (never their secrets)", _with_storage(cmd_token_list), parent=tokens)
     _common(p)
     p = add("revoke", "revoke a token at once", _with_storage(cmd_token_revoke), parent=tokens)
     p.add_argument("name")
+    p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
+    from . import admin_cert_cmd
+
+    certs = admin.add_parser("cert", help="TLS client certificates for the admin API").add_subparsers(
+        dest="cert_command", metavar="ACTION", required=True
+    )
+    p = add(
+        "create",
+        "issue and register an admin client certificate",
+        _with_storage(admin_cert_cmd.cmd_cert_create),
+        parent=certs,
+        description=(
+            "Issue a TLS client certificate (profile admin-client: clientAuth) from an issuing CA of this\n"
+            "CA, and register it as an admin API credential with a role. Writes NAME.crt (certificate and\n"
+            f"issuing CA) and, unless --csr is given, NAME.key, a new key encrypted under {admin_cert_cmd.KEY_PASSPHRASE_ENV}\n"
+            "(asked on a terminal if unset). Files are never overwritten. The certificate opens the API\n"
+            "(served with CERTSTATUS_ADMIN_TLS_CERT/KEY) only while it is registered and its status is good:\n"
+            "'admin cert revoke', or revoking or suspending it like any certificate, shuts it out at once.\n"
+            "Needs the key passphrase (the CA signs). Audited as credential.certificate.create."
+        ),
+    )
+    p.add_argument("name", help="the credential's name, recorded as cert:<name> in the audit log")
+    p.add_argument("--role", required=True, choices=[r.value for r in Role], help="what it may do")
+    p.add_argument("--holder-name", help="the person's name (CN)")
+    p.add_argument("--holder-id", help="the person's 16-digit holder number (serialNumber)")
+    p.add_argument("--email", help="optional rfc822Name")
+    p.add_argument("--csr", metavar="FILE", help="issue for this PKCS#10 CSR (the key stays where it was made)")
+    p.add_argument("--key-type", default="ec-p256", help="key generated without --csr (default ec-p256)")
+    p.add_argument("--issuer", help="issuing CA (default: the first one)")
+    p.add_argument("--out-dir", default=".", metavar="DIR", help="where NAME.crt and NAME.key go (default .)")
+    p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
+    _common(p)
+    p = add("list", "list admin client certificates and their state", _with_storage(admin_cert_cmd.cmd_cert_list),
+            parent=certs)  # fmt: skip
+    _common(p)
+    p = add(
+        "revoke",
+        "withdraw a client certificate and revoke it",
+        _with_storage(admin_cert_cmd.cmd_cert_revoke),
+        parent=certs,
+        description="Withdraw the registration (audited) and revoke the certificate (so CRLs and OCSP list it).",
+    )
+    p.add_argument("name")
+    p.add_argument("--reason", default="cessationOfOperation", help="revocation reason (default cessationOfOperation)")
+    p.add_argument("--actor", help="name recorded in the audit log (default cli:<your user name>)")
     _admin_client_commands(admin, add)
 
     audit = sub.add_parser("audit", help="read the audit log").add_subparsers(

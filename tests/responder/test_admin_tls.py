@@ -81,7 +81,7 @@ async def tls_api(
     server_cert, server_key = _self_signed(tmp_path, "localhost")
     async with pool.acquire() as conn:
         trust = [i.certificate for i in await db.list_issuers(conn)]
-    ctx = admin_ssl_context(str(server_cert), str(server_key), "server key passphrase", trust)
+    ctx = admin_ssl_context(str(server_cert), str(server_key), b"server key passphrase", trust)
     runner = web.AppRunner(build_admin_app(pool, ca, clock))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
