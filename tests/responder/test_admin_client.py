@@ -11,7 +11,6 @@ import ipaddress
 import os
 import re
 import socket
-import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,12 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ca_core.clock import FakeClock
-from ca_core.lifecycle import CertificateAuthority
+from ca_core.lifecycle import CertificateAuthority, certificate_pem
 from ca_core.model import CertRecord, CertStatus, KeyType, RevocationReason
 from ca_core.profiles import HolderSubject
 from ca_core.storage import postgres as db
 from ca_core.tokens import Role, make_token
-from responder.admin import build_admin_app
+from responder.admin import admin_ssl_context, build_admin_app
 from responder.admin_client import AdminAPIError, AdminClient, AdminUnreachable
 
 pytestmark = pytest.mark.slow
@@ -216,12 +215,14 @@ async def test_a_certificates_life_through_the_cli(
 
     # Show, in both forms; the serial may be written with colons; the token may come from the environment.
     colons = ":".join(serial[i : i + 2] for i in range(0, len(serial), 2))
-    shown = await cli("admin", "show", "moica", colons, env={"CERTSTATUS_ADMIN_TOKEN": tokens[Role.AUDITOR]})
-    assert admin.seen[-1].path_qs == f"/v1/certificates/moica/{serial}"
+    shown, shown_json = await asyncio.gather(
+        cli("admin", "show", "moica", colons, env={"CERTSTATUS_ADMIN_TOKEN": tokens[Role.AUDITOR]}),
+        cli("admin", "show", "moica", serial, "--json", *AUDITOR),
+    )
+    assert [s.path_qs for s in admin.seen[-2:]] == [f"/v1/certificates/moica/{serial}"] * 2
     assert block(shown.stdout)["status"] == "good"
     assert block(shown.stdout)["subject"] == "serialNumber=0000000111729553,CN=王小明,C=TW"
-    shown_json = orjson.loads((await cli("admin", "show", "moica", serial, "--json", *AUDITOR)).stdout)
-    assert shown_json == (await ca.get("moica", serial)).to_json()
+    assert orjson.loads(shown_json.stdout) == (await ca.get("moica", serial)).to_json()
 
     # Suspend and resume (registration officer).
     suspended = block((await cli("admin", "suspend", "moica", serial, *OFFICER)).stdout)
@@ -245,7 +246,11 @@ async def test_a_certificates_life_through_the_cli(
     )  # without the key, a second revocation is refused
 
     # The audit log of that certificate: who did what, oldest first.
-    table = (await cli("admin", "audit", "--issuer", "moica", "--serial", serial, *AUDITOR)).stdout.splitlines()
+    audit_table, audit_json = await asyncio.gather(
+        cli("admin", "audit", "--issuer", "moica", "--serial", serial, *AUDITOR),
+        cli("admin", "audit", "--issuer", "moica", "--serial", serial, "--json", *AUDITOR),
+    )
+    table = audit_table.stdout.splitlines()
     assert table[0].split() == ["id", "at", "actor", "action", "issuer", "serial", "before", "after"]
     assert [line.split()[3:6] + line.split()[6:] for line in table[2:]] == [
         ["token:registration-officer", "certificate.issue", "moica", serial, "good"],
@@ -253,8 +258,7 @@ async def test_a_certificates_life_through_the_cli(
         ["token:registration-officer", "certificate.resume", "moica", serial, "suspended", "good"],
         ["token:operator", "certificate.revoke", "moica", serial, "good", "revoked"],
     ]
-    entries = orjson.loads((await cli("admin", "audit", "--issuer", "moica", "--serial", serial, "--json",
-                                      *AUDITOR)).stdout)  # fmt: skip
+    entries = orjson.loads(audit_json.stdout)
     assert [e["action"] for e in entries["entries"]] == ["certificate.issue", "certificate.suspend",
                                                          "certificate.resume", "certificate.revoke"]  # fmt: skip
     assert entries["next_cursor"] is None and entries["entries"][-1]["idempotency_key"] == "revoke-1"
@@ -274,12 +278,41 @@ async def test_list_and_audit_follow_cursors_with_all(
     mine = sorted(early + late, key=lambda r: r.serial)
     await ca.suspend("moica", late[0].serial, actor="test")
 
-    # One page: two rows, and a word on stderr that more match.
-    one = await cli("admin", "list", "--holder", HOLDER.holder_id, "--limit", "2", *AUDITOR)
+    t1 = (clock.now() - dt.timedelta(seconds=1)).isoformat()
+    one, table, by_status, by_issuer, none, since, until, nobody, usage = await asyncio.gather(
+        cli("admin", "list", "--holder", HOLDER.holder_id, "--limit", "2", *AUDITOR),
+        cli("admin", "list", "--holder", HOLDER.holder_id, "--all", *AUDITOR),
+        cli("admin", "list", "--status", "suspended", "--json", *AUDITOR),
+        cli("admin", "list", "--issuer", "gca", "--json", *AUDITOR),
+        cli("admin", "list", "--status", "revoked", *AUDITOR),
+        cli("admin", "audit", "--since", t1, "--json", *AUDITOR),
+        cli("admin", "audit", "--until", t1, "--issuer", "moica", "--json", *AUDITOR),
+        cli("admin", "audit", "--actor", "nobody", *AUDITOR),
+        cli("admin", "audit", "--serial", late[0].serial_hex, *AUDITOR, expect=2),
+    )
+
+    # One page: two rows, and a word on stderr that more match; --all: every row and no such word.
     rows = one.stdout.splitlines()
     assert rows[0].split() == ["issuer", "serial", "profile", "status", "subject", "not", "after"]
     assert [r.split()[1] for r in rows[2:]] == [r.serial_hex for r in mine[:2]]
     assert "more certificates match: --all" in one.stderr
+    assert [r.split()[1] for r in table.stdout.splitlines()[2:]] == [r.serial_hex for r in mine]
+    assert table.stderr == ""
+    assert re.search(rf"\b{late[0].serial_hex}\s+citizen-signing\s+suspended\s", table.stdout)
+
+    # Filters reach the API.
+    assert [c["serial"] for c in orjson.loads(by_status.stdout)["certificates"]] == [late[0].serial_hex]
+    gca = orjson.loads(by_issuer.stdout)["certificates"]
+    assert other.serial_hex in [c["serial"] for c in gca] and {c["issuer"] for c in gca} == {"gca"}
+    assert none.stdout == "no certificates match\n"
+    assert [(e["action"], e["serial"]) for e in orjson.loads(since.stdout)["entries"]] == (
+        [("certificate.issue", r.serial_hex) for r in late]
+        + [("certificate.issue", other.serial_hex), ("certificate.suspend", late[0].serial_hex)]
+    )
+    issued_before = [e["serial"] for e in orjson.loads(until.stdout)["entries"] if e["action"] == "certificate.issue"]
+    assert issued_before == [r.serial_hex for r in early]
+    assert nobody.stdout == "no audit entries match\n"
+    assert "--serial needs --issuer" in usage.stderr
 
     # --all follows the cursors: every certificate once, in order, in pages of --limit.
     before = len(admin.seen)
@@ -290,28 +323,7 @@ async def test_list_and_audit_follow_cursors_with_all(
     pages = admin.seen[before:]
     assert len(pages) == 3 and all(p.path_qs.startswith("/v1/certificates?") for p in pages)
     assert "cursor=" not in pages[0].path_qs and all("cursor=" in p.path_qs for p in pages[1:])
-    table = await cli("admin", "list", "--holder", HOLDER.holder_id, "--all", *AUDITOR)
-    assert len(table.stdout.splitlines()) == 2 + 5 and table.stderr == ""
-    assert re.search(rf"\b{late[0].serial_hex}\s+citizen-signing\s+suspended\s", table.stdout)
-
-    # Filters reach the API.
-    by_status = orjson.loads((await cli("admin", "list", "--status", "suspended", "--json", *AUDITOR)).stdout)
-    assert [c["serial"] for c in by_status["certificates"]] == [late[0].serial_hex]
-    by_issuer = orjson.loads((await cli("admin", "list", "--issuer", "gca", "--json", *AUDITOR)).stdout)
-    assert other.serial_hex in [c["serial"] for c in by_issuer["certificates"]]  # with gca's OCSP signer
-    assert {c["issuer"] for c in by_issuer["certificates"]} == {"gca"}
-    assert (await cli("admin", "list", "--status", "revoked", *AUDITOR)).stdout == "no certificates match\n"
-
-    # The audit log: time range and actor, and --all over small pages.
-    t1 = (clock.now() - dt.timedelta(seconds=1)).isoformat()
-    since = orjson.loads((await cli("admin", "audit", "--since", t1, "--json", *AUDITOR)).stdout)["entries"]
-    assert [(e["action"], e["serial"]) for e in since] == (
-        [("certificate.issue", r.serial_hex) for r in late]
-        + [("certificate.issue", other.serial_hex), ("certificate.suspend", late[0].serial_hex)]
-    )
-    until = orjson.loads((await cli("admin", "audit", "--until", t1, "--issuer", "moica", "--json",
-                                    *AUDITOR)).stdout)["entries"]  # fmt: skip
-    assert [e["serial"] for e in until if e["action"] == "certificate.issue"] == [r.serial_hex for r in early]
+    # And so for the audit log.
     async with pool.acquire() as conn:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM audit_log WHERE actor = 'test' ORDER BY id")]
     assert len(ids) > 5
@@ -320,9 +332,6 @@ async def test_list_and_audit_follow_cursors_with_all(
                                           *AUDITOR)).stdout)  # fmt: skip
     assert [e["id"] for e in all_entries["entries"]] == ids
     assert len(admin.seen) - before == len(ids) // 3 + 1
-    assert (await cli("admin", "audit", "--actor", "nobody", *AUDITOR)).stdout == "no audit entries match\n"
-    usage = await cli("admin", "audit", "--serial", late[0].serial_hex, *AUDITOR, expect=2)
-    assert "--serial needs --issuer" in usage.stderr
 
 
 # Errors ------------------------------------------------------------------------------------------
@@ -382,18 +391,25 @@ async def test_errors_are_one_line_with_the_problem_and_exit_1(
 
 
 async def test_help_answers_where_the_token_comes_from(cli: Run) -> None:
-    for command in ("issue", "revoke", "list", "revoke-batch"):
-        text = (await cli("admin", command, "--help")).stdout
+    commands = ("issue", "revoke", "suspend", "resume", "show", "list", "audit", "revoke-batch")
+    tokens_given = (("--token", "cst_1_sEcReT"), ("--token=cst_1_sEcReT",), ("--token-file", "cst_1_sEcReT"))
+    results = await asyncio.gather(
+        *(cli("admin", command, "--help") for command in commands),
+        *(cli("admin", "list", *args, expect=2) for args in tokens_given),
+    )
+    helps, refused = dict(zip(commands, results[: len(commands)], strict=True)), results[len(commands) :]
+    for command, help in helps.items():
         for fragment in ("--token-file", "CERTSTATUS_ADMIN_TOKEN", "certstatus admin token create", "--json",
                          "exit status", "CERTSTATUS_ADMIN_URL", "--cacert", "'certstatus admin serve'"):  # fmt: skip
-            assert fragment in text, (command, fragment)
-        assert re.search(r"--token(?![-\w])", text.replace("no --token option", "")) is None
-    assert "The exit status is 1 if any failed" in (await cli("admin", "revoke-batch", "--help")).stdout
+            assert fragment in help.stdout, (command, fragment)
+        assert re.search(r"--token(?![-\w])", help.stdout.replace("no --token option", "")) is None
+    assert "The exit status is 1 if any failed" in helps["revoke-batch"].stdout
+    assert "--all" in helps["list"].stdout and "--all" in helps["audit"].stdout
     # There is no way to put a token on the command line, and one given there is not echoed
     # (argparse alone would take --token as short for --token-file, or print it back).
-    for args in (("--token", "cst_1_sEcReT"), ("--token=cst_1_sEcReT",), ("--token-file", "cst_1_sEcReT")):
-        refused = await cli("admin", "list", *args, expect=2)
-        assert "sEcReT" not in refused.stdout + refused.stderr and "token" in refused.stderr
+    for args, result in zip(tokens_given, refused, strict=True):
+        assert "sEcReT" not in result.stdout + result.stderr
+        assert ("there is no --token option" if args[0] != "--token-file" else "not the token itself") in result.stderr
 
 
 # Bulk revocation --------------------------------------------------------------------------------
@@ -459,87 +475,75 @@ async def test_revoke_batch_reports_each_failure_and_exits_1(
 # TLS --------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class PKI:
-    ca_pem: Path
-    client_cert: Path
-    client_key: Path
-    client_der: bytes
-    server: ssl.SSLContext
-
-
-def make_tls(tmp_path: Path) -> PKI:
-    """A private CA, a server certificate for 127.0.0.1 and a client certificate."""
+def server_tls(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed server certificate for 127.0.0.1 and its key (PEM files)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin.test")])
     now = dt.datetime.now(dt.UTC)
-
-    def cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: ec.EllipticCurvePrivateKey,
-             *extensions: tuple[x509.ExtensionType, bool]) -> x509.Certificate:  # fmt: skip
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=1)))  # fmt: skip
-        for ext, critical in extensions:
-            builder = builder.add_extension(ext, critical)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = cert("test admin CA", ca_key, None, ca_key, (x509.BasicConstraints(ca=True, path_length=None), True),
-              (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True))  # fmt: skip
-    server = cert("127.0.0.1", server_key, ca.subject, ca_key,
-                  (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
-                  (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False))  # fmt: skip
-    client = cert("ops-alice", client_key, ca.subject, ca_key,
-                  (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False))  # fmt: skip
-    pem = serialization.Encoding.PEM
-
-    def key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
-        return key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-    paths = {name: tmp_path / name for name in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
-    paths["ca.pem"].write_bytes(ca.public_bytes(pem))
-    paths["server.pem"].write_bytes(server.public_bytes(pem))
-    paths["server.key"].write_bytes(key_bytes(server_key))
-    paths["client.pem"].write_bytes(client.public_bytes(pem))
-    paths["client.key"].write_bytes(key_bytes(client_key))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(paths["server.pem"], paths["server.key"])
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.load_verify_locations(paths["ca.pem"])
-    return PKI(paths["ca.pem"], paths["client.pem"], paths["client.key"],
-               client.public_bytes(serialization.Encoding.DER), context)  # fmt: skip
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "server.pem", tmp_path / "server.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))  # fmt: skip
+    return cert_path, key_path
 
 
 async def test_https_with_a_private_ca_and_a_client_certificate(
     cli: Run, pool: asyncpg.Pool, ca: CertificateAuthority, clock: FakeClock, tmp_path: Path
 ) -> None:
     record = await issue(ca)
-    tls = make_tls(tmp_path)
+    # An admin client certificate from this CA, registered as an operator's credential.
+    client, key = await ca.issue_with_generated_key(issuer="moica", profile="admin-client", actor="test",
+                                                    subject=HolderSubject("陳管理", "0000000222333444"),
+                                                    key_type=KeyType.EC_P256)  # fmt: skip
+    (tmp_path / "ops.pem").write_text(certificate_pem(client))
+    (tmp_path / "ops.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))  # fmt: skip
+    async with pool.acquire() as conn:
+        moica = await db.get_issuer(conn, "moica")
+        assert moica is not None
+        await db.insert_client_cert(conn, name="ops-desk", role=Role.OPERATOR.value, issuer_id=moica.id,
+                                    serial=client.serial, now=clock.now())  # fmt: skip
+        trust = [i.certificate for i in await db.list_issuers(conn)]
+    server_cert, server_key = server_tls(tmp_path)
     app = build_admin_app(pool, ca, clock)
     seen = record_requests(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls.server)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=admin_ssl_context(str(server_cert), str(server_key), None,
+                                                                              trust))  # fmt: skip
     await site.start()
-    url = f"https://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        trusted, untrusted, client_cert = await asyncio.gather(
-            cli("admin", "show", "moica", record.serial_hex, "--url", url, *AUDITOR,
-                env={"CERTSTATUS_ADMIN_CACERT": str(tls.ca_pem)}),
+        trusted = await cli("admin", "show", "moica", record.serial_hex, "--url", url, *AUDITOR,
+                            env={"CERTSTATUS_ADMIN_CACERT": str(server_cert)})  # fmt: skip
+        # A client certificate and no token: no Authorization header, the certificate is the credential.
+        with_cert = await cli("admin", "suspend", "moica", record.serial_hex, "--url", url, "--cacert",
+                              str(server_cert), "--cert", "ops.pem", "--key", "ops.key")  # fmt: skip
+        untrusted, key_alone = await asyncio.gather(
             cli("admin", "show", "moica", record.serial_hex, "--url", url, *AUDITOR, expect=1),
-            # A client certificate and no token: no Authorization header at all. (Whether the
-            # server then lets it in depends on its registrations, not on this client.)
-            cli("admin", "show", "moica", record.serial_hex, "--url", url, "--cacert", str(tls.ca_pem),
-                "--cert", str(tls.client_cert), "--key", str(tls.client_key), expect=None),
-        )  # fmt: skip
+            cli("admin", "show", "moica", record.serial_hex, "--url", url, "--key", "ops.key", *AUDITOR, expect=2),
+        )
     finally:
         await runner.cleanup()
-    assert block(trusted.stdout)["serial"] == record.serial_hex
+    assert block(trusted.stdout)["status"] == "good"
     assert "is not trusted" in untrusted.stderr and "--cacert" in untrusted.stderr and url in untrusted.stderr
-    with_cert = [s for s in seen if s.peer_cert is not None]
-    assert len(with_cert) == 1 and with_cert[0].peer_cert == tls.client_der and not with_cert[0].authorization
-    assert [s.authorization for s in seen if s.peer_cert is None] == [True]
-    assert "Traceback" not in client_cert.stderr
+    assert block(with_cert.stdout)["status"] == "suspended"
+    assert "--key (CERTSTATUS_ADMIN_KEY) needs --cert" in key_alone.stderr
+    assert [(s.method, s.authorization, s.peer_cert is not None) for s in seen] == [
+        ("GET", True, False),
+        ("POST", False, True),
+    ]
+    assert seen[1].peer_cert == client.der
+    entries = await ca.audit(issuer="moica", serial=record.serial)
+    assert (entries[-1].action, entries[-1].actor) == ("certificate.suspend", "cert:ops-desk")
 
 
 # The client class -----------------------------------------------------------------------------
