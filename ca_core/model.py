@@ -279,4 +279,7 @@ def parse_time(text: str, what: str = "time") -> dt.datetime:
         raise ValidationError(f"{what} {text!r} is not an ISO 8601 date-time (e.g. 2026-05-01T08:00:00Z)") from None
     if value.tzinfo is None:
         raise ValidationError(f"{what} {text!r} has no time zone; add Z for UTC")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 lies before datetime.min in UTC
+        raise ValidationError(f"{what} {text!r} is out of range") from None

@@ -24,6 +24,7 @@ import base64
 import collections
 import datetime as dt
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -196,6 +197,8 @@ async def authenticate(
         raise
     request[ACTOR] = actor
     request[ROLE] = role
+    if any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        raise ValidationError("a query parameter contains a NUL character")
     return await handler(request)
 
 
@@ -253,10 +256,16 @@ async def _certificate_credential(request: web.Request) -> tuple[str, Role]:
     return f"cert:{row.name}", Role(row.role)
 
 
-def _require(request: web.Request, action: Action) -> str:
+def _require(request: web.Request, action: Action, query: frozenset[str] = frozenset()) -> str:
+    """The actor, if its role may do ``action``; also refuses query parameters the route does
+    not take (``POST .../revoke?reason=keyCompromise`` must not revoke as unspecified)."""
     role = request[ROLE]
     if action not in PERMISSIONS[role]:
         raise Forbidden(f"the {role.value} role may not {action.value}")
+    unknown = sorted(set(request.query) - query)
+    if unknown:
+        raise ValidationError(f"unknown query parameter(s) {', '.join(unknown)}"
+                              + (f"; allowed: {', '.join(sorted(query))}" if query else "; this route takes none"))  # fmt: skip
     return request[ACTOR]
 
 
@@ -276,10 +285,22 @@ async def _body(request: web.Request, allowed: set[str], limit: int = MAX_BODY) 
         raise ValidationError(f"the body is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object")
+    if _has_nul(data):
+        raise ValidationError("the body contains a NUL character (\\u0000), which no field may hold")
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ValidationError(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed)) or 'none'}")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -349,6 +370,11 @@ def _cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
 
 
+#: What each cursor field's column can hold (smallint issuer ids, bigint audit ids, 20-octet serials).
+_CURSOR_LIMITS: Final = {"issuer_id": 2**15, "id": 2**63, "serial": 2**160}
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def _read_cursor(request: web.Request, keys: set[str]) -> dict[str, int] | None:
     """A cursor handed out with a previous page: non-negative integers (serials in hex)."""
     text = request.query.get("cursor")
@@ -359,7 +385,7 @@ def _read_cursor(request: web.Request, keys: set[str]) -> dict[str, int] | None:
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError
         out = {k: int(v, 16) if k == "serial" else v for k, v in data.items()}
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in out.values()):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < _CURSOR_LIMITS[k] for k, v in out.items()):
             raise ValueError
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise ValidationError("cursor is not one this API handed out") from None
@@ -368,15 +394,9 @@ def _read_cursor(request: web.Request, keys: set[str]) -> dict[str, int] | None:
 
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
+    if not _DIGITS.fullmatch(text) or not 1 <= int(text) <= 1000:
         raise ValidationError("limit must be a whole number from 1 to 1000")
     return int(text)
-
-
-def _query(request: web.Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query) - allowed - {"cursor", "limit"})
-    if unknown:
-        raise ValidationError(f"unknown query parameter(s) {', '.join(unknown)}")
 
 
 async def _issuer_id(conn: asyncpg.Connection, name: str) -> int:
@@ -388,8 +408,7 @@ async def _issuer_id(conn: asyncpg.Connection, name: str) -> int:
 
 async def list_certificates(request: web.Request) -> web.Response:
     """``GET /v1/certificates?holder=&issuer=&status=&limit=&cursor=``, in (issuer, serial) order."""
-    _require(request, Action.READ)
-    _query(request, {"holder", "issuer", "status"})
+    _require(request, Action.READ, frozenset({"holder", "issuer", "status", "cursor", "limit"}))
     q = request.query
     status = None
     if "status" in q:
@@ -398,7 +417,7 @@ async def list_certificates(request: web.Request) -> web.Response:
         except ValueError:
             raise ValidationError(f"status must be one of {', '.join(s.value for s in CertStatus)}") from None
     holder = q.get("holder")
-    if holder is not None and not (len(holder) == 16 and holder.isdigit()):
+    if holder is not None and not (len(holder) == 16 and _DIGITS.fullmatch(holder)):
         raise ValidationError("holder must be a 16-digit holder number")
     after = _read_cursor(request, {"issuer_id", "serial"})
     limit = _limit(request)
@@ -416,8 +435,7 @@ async def list_certificates(request: web.Request) -> web.Response:
 
 async def list_audit(request: web.Request) -> web.Response:
     """``GET /v1/audit?actor=&issuer=&serial=&since=&until=&limit=&cursor=``, oldest first."""
-    _require(request, Action.READ)
-    _query(request, {"actor", "issuer", "serial", "since", "until"})
+    _require(request, Action.READ, frozenset({"actor", "issuer", "serial", "since", "until", "cursor", "limit"}))
     q = request.query
     serial = parse_serial(q["serial"]) if "serial" in q else None
     after = _read_cursor(request, {"id"})
@@ -542,7 +560,7 @@ async def revoke_batch(request: web.Request) -> web.Response:
         reason = item.get("reason", default_reason)
         if reason is not None and not isinstance(reason, str | int):
             raise ValidationError(f"items[{i}].reason must be a reason name or code")
-        when = _time(item["invalidity_date"], f"items[{i}].invalidity_date") if item.get("invalidity_date") else None
+        when = _time(item["invalidity_date"], f"items[{i}].invalidity_date") if item.get("invalidity_date") is not None else None
         parsed.append((item["issuer"], item["serial"], reason, when))
     key = _idempotency_key(request)
     ca = request.app[CA]

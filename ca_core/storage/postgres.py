@@ -20,7 +20,7 @@ import asyncpg
 import orjson
 
 from ..audit import ChainLink
-from ..errors import ConfigurationError, IdempotencyConflict, MigrationError, StorageError
+from ..errors import ConfigurationError, IdempotencyConflict, MigrationError, StorageError, ValidationError
 from ..model import (
     AuditEntry,
     CertRecord,
@@ -58,6 +58,10 @@ def storage_errors(what: str) -> Iterator[None]:
         yield
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as e:
         raise StorageError(f"PostgreSQL is unreachable while trying to {what}: {e}") from e
+    except asyncpg.DataError as e:
+        # A value PostgreSQL cannot hold (a NUL character in text, a number out of range)
+        # is bad input that got past the checks in front: the caller's to fix, not an outage.
+        raise ValidationError(f"a value given to {what} cannot be stored: {e}") from e
     except asyncpg.PostgresError as e:
         # The CA checks everything it can before writing; what PostgreSQL still refuses
         # (a trigger, a constraint, a privilege) is reported, and the transaction is gone.

@@ -600,3 +600,14 @@ class TestIssueEdges:
         first = await ca.revoke("moica", record.serial, actor="o", idempotency_key="k")
         again = await ca.revoke("moica", record.serial, actor="o", reason="unspecified", idempotency_key="k")
         assert again == first
+
+
+async def test_a_value_postgresql_cannot_hold_is_a_validation_error(ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+    """A NUL character in text reaches the database only if nothing in front refused it; then it
+    is still bad input (ValidationError), not an outage, and nothing is written."""
+    record = await issue(ca)
+    before = await counts(pool)
+    with pytest.raises(ValidationError, match="cannot be stored"):
+        await ca.revoke("moica", record.serial, actor="ops\x00", reason="keyCompromise")
+    assert await counts(pool) == before
+    assert (await ca.get("moica", record.serial)).status == CertStatus.GOOD

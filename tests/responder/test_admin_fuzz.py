@@ -226,71 +226,11 @@ def env(database_url: str, _migrated: None) -> Iterator[Env]:
 # Known bugs --------------------------------------------------------------------------------
 
 
-def _int_fails(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return True
-    return False
-
-
-def _time_overflows(value: Any) -> bool:
-    """An ISO 8601 time with an offset that datetime can read but not convert to UTC."""
-    if not isinstance(value, str):
-        return False
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    if parsed.tzinfo is None:
-        return False
-    try:
-        parsed.astimezone(dt.UTC)
-    except OverflowError:
-        return True
-    return False
-
-
-def _cursor_overflows(text: str | None) -> bool:
-    """A cursor whose numbers do not fit the database columns (issuer id smallint, id bigint)."""
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))  # type: ignore[operator]
-    except Exception:
-        return False
-    if not isinstance(data, dict):
-        return False
-    limits = {"issuer_id": 2**15 - 1, "id": 2**63 - 1}
-    return any(isinstance(v, int) and v > limits.get(k, v) for k, v in data.items())
-
-
-def _has_nul(value: Any) -> bool:
-    return isinstance(value, str) and "\x00" in value
-
-
 def known_bugs(req: Req) -> set[str]:
-    """The known bugs (see the test_bug_* tests) this request may run into."""
-    found: set[str] = set()
-    value = req.value if isinstance(req.value, dict) else {}
-    items = value.get("items") if req.template == BATCH and isinstance(value.get("items"), list) else []
-    if req.query is not None:
-        limit = req.first("limit")
-        if limit is not None and limit.isdigit() and _int_fails(limit):
-            found.add("limit-non-ascii-digit")
-        if any(_time_overflows(req.first(n)) for n in ("since", "until")):
-            found.add("time-overflow")
-        if _has_nul(req.first("issuer")) or _has_nul(req.first("actor")):
-            found.add("nul-character")
-        if _cursor_overflows(req.first("cursor")):
-            found.add("cursor-overflow")
-    if req.template.endswith("/revoke") and _time_overflows(value.get("invalidity_date")):
-        found.add("time-overflow")
-    if any(isinstance(i, dict) and _time_overflows(i.get("invalidity_date")) for i in items):
-        found.add("time-overflow")
-    if req.template == "/v1/certificates" and _has_nul(value.get("issuer")):
-        found.add("nul-character")
-    if any(isinstance(i, dict) and _has_nul(i.get("issuer")) for i in items):
-        found.add("nul-character")
-    return found
+    """The known, still open bugs this request may run into (each pinned by a strict xfail
+    test_bug_* below); the properties skip only what is listed here. None is open now: the
+    test_bug_* tests below are the regression tests of the ones fixed."""
+    return set()
 
 
 # The properties ----------------------------------------------------------------------------
@@ -644,7 +584,7 @@ def test_random_query_parameters(env: Env, operation: tuple[str, str, Any]) -> N
         assert env.stats["4xx"] > 0, env.stats
 
 
-# Known bugs, pinned (strict xfails: each turns into a failure once its bug is fixed) ---------
+# Bugs the fuzzing found, now fixed: their regression tests -----------------------------------
 
 
 def _refused(env: Env, req: Req) -> tuple[Reply, dict[str, Any]]:
@@ -661,16 +601,12 @@ def _json_req(method: str, template: str, path: str, body: Any) -> Req:
     return Req(method, template, path, value=body, raw=orjson.dumps(body), content_type="application/json")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: responder/admin.py _limit: str.isdigit() accepts '²', int() then "
-                   "raises ValueError: 500 instead of 400")  # fmt: skip
 @pytest.mark.parametrize("template", ["/v1/certificates", "/v1/audit"])
 def test_bug_limit_with_a_non_ascii_digit_is_refused(env: Env, template: str) -> None:
     _, problem = _refused(env, Req("GET", template, template, query=[("limit", "²")]))
     assert problem["type"] == PROBLEM_PREFIX + "validation"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: responder/admin.py list_certificates: the holder check uses "
-                   "str.isdigit(), so 16 Arabic-Indic digits pass as a holder number")  # fmt: skip
 def test_bug_holder_with_non_ascii_digits_is_refused(env: Env) -> None:
     _refused(env, Req("GET", "/v1/certificates", "/v1/certificates", query=[("holder", "٠" * 7 + "١١١٧٢٩٥٥٣")]))
 
@@ -678,8 +614,6 @@ def test_bug_holder_with_non_ascii_digits_is_refused(env: Env) -> None:
 _OVERFLOWING_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ca_core/model.py parse_time: astimezone(UTC) raises OverflowError "
-                   "for a time near datetime.min/max with an offset: 500 instead of 400")  # fmt: skip
 @pytest.mark.parametrize(("where", "when"), [("audit since", _OVERFLOWING_TIMES[0]), ("audit until", _OVERFLOWING_TIMES[1]),
                                            ("revoke", _OVERFLOWING_TIMES[0]), ("batch", _OVERFLOWING_TIMES[1])])  # fmt: skip
 def test_bug_times_out_of_range_are_refused(env: Env, where: str, when: str) -> None:
@@ -695,8 +629,6 @@ def test_bug_times_out_of_range_are_refused(env: Env, where: str, when: str) -> 
     assert problem["type"] == PROBLEM_PREFIX + "validation"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NUL character reaches PostgreSQL, which refuses it: 500 (query "
-                   "issuer/actor), 503 'Storage unavailable' (issuance), a per-item 503 (batch) instead of 400/404")  # fmt: skip
 @pytest.mark.parametrize("where", ["certificates issuer", "audit issuer", "audit actor", "issue", "batch"])
 def test_bug_nul_characters_are_refused(env: Env, where: str) -> None:
     if where == "issue":
@@ -717,8 +649,6 @@ def _cursor_of(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: responder/admin.py _read_cursor checks only v >= 0: an issuer_id "
-                   "beyond smallint or an id beyond bigint makes asyncpg raise DataError: 500 instead of 400")  # fmt: skip
 @pytest.mark.parametrize(("template", "cursor"), [("/v1/certificates", {"issuer_id": 40000, "serial": "1"}),
                                                   ("/v1/audit", {"id": 2**63})])  # fmt: skip
 def test_bug_cursor_numbers_out_of_range_are_refused(env: Env, template: str, cursor: dict[str, Any]) -> None:
@@ -726,9 +656,6 @@ def test_bug_cursor_numbers_out_of_range_are_refused(env: Env, template: str, cu
     assert problem["type"] == PROBLEM_PREFIX + "validation"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: responder/admin.py: only GET /v1/certificates and /v1/audit refuse "
-                   "unknown query parameters; elsewhere they are ignored, so POST .../revoke?reason=keyCompromise "
-                   "revokes for good with reason unspecified")  # fmt: skip
 @pytest.mark.parametrize("route", ["revoke", "issuers"])
 def test_bug_unknown_query_parameters_are_refused_on_every_route(env: Env, route: str) -> None:
     if route == "issuers":
@@ -748,9 +675,6 @@ def test_a_single_revocation_refuses_an_invalidity_date_of_the_wrong_type(env: E
                                 f"/v1/certificates/gca/{serial}/revoke", {"invalidity_date": bad}))  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: responder/admin.py revoke_batch tests `if item.get('invalidity_date')`, "
-                   "so 0, '', false, [] and {} are taken as 'no invalidity date' and the item is revoked, where "
-                   "the single route refuses them")  # fmt: skip
 @pytest.mark.parametrize("bad", [0, ""], ids=repr)
 def test_bug_batch_refuses_an_invalidity_date_of_the_wrong_type(env: Env, bad: Any) -> None:
     serial = env.fresh()
