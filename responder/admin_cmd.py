@@ -23,6 +23,7 @@ import orjson
 
 from ca_core.clock import SystemClock
 from ca_core.errors import ConfigurationError, NotFound, ValidationError
+from ca_core.profiles import CITIZEN_PROFILES
 from ca_core.storage import postgres as db
 from ca_core.tokens import Role, check_name, make_token
 
@@ -440,7 +441,7 @@ def _read_batch(path: str) -> tuple[list[dict[str, Any]], list[int] | None, Any]
         else:
             with open(path, "rb") as fh:
                 raw = fh.read()
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a spreadsheet's CSV export may start with a BOM
     except OSError as e:
         raise ValidationError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
@@ -456,9 +457,15 @@ def _read_batch(path: str) -> tuple[list[dict[str, Any]], list[int] | None, Any]
         if isinstance(data, dict) and "items" in data:
             items, reason = data["items"], data.get("reason")
         elif isinstance(data, dict) and isinstance(data.get("certificates"), list):
-            # The output of 'admin list --json': revoke what it found (issuer and serial only).
-            items = [{"issuer": c.get("issuer"), "serial": c.get("serial")} for c in data["certificates"]
-                     if isinstance(c, dict)]  # fmt: skip
+            # The output of 'admin list --json': revoke the citizens' certificates it found (issuer
+            # and serial only). A search by issuer also finds the issuer's OCSP signer and admin
+            # client certificates, which a batch of cards must never take down with it.
+            found = [c for c in data["certificates"] if isinstance(c, dict)]
+            items = [{"issuer": c.get("issuer"), "serial": c.get("serial")} for c in found
+                     if c.get("profile") in CITIZEN_PROFILES]  # fmt: skip
+            if len(items) < len(found):
+                print(f"{source}: left out {len(found) - len(items)} certificate(s) that are not citizens' (OCSP "
+                      "signer or admin client); revoke those one by one with 'admin revoke'", file=sys.stderr)  # fmt: skip
         elif isinstance(data, list):
             items = data
         else:

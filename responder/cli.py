@@ -946,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _admin_client_commands(admin: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """``admin issue|revoke|suspend|resume|show|list|audit|revoke-batch``: the admin API over HTTP."""
+    from ca_core.profiles import CITIZEN_PROFILES
+
     from .admin_cmd import (
         CLIENT_EPILOG,
         add_client_arguments,
@@ -980,7 +982,7 @@ def _admin_client_commands(admin: Any, add: Callable[..., argparse.ArgumentParse
         "print the API's answer instead: the certificate record with certificate_pem",
     )
     p.add_argument("--issuer", required=True, help="issuing CA, e.g. moica")
-    p.add_argument("--profile", required=True, help=f"certificate profile ({', '.join(sorted(END_ENTITY_PROFILES))})")
+    p.add_argument("--profile", required=True, help=f"certificate profile ({', '.join(sorted(CITIZEN_PROFILES))})")
     p.add_argument("--csr", required=True, metavar="FILE", help="PEM or DER CSR ('-' reads standard input)")
     p.add_argument("--email", help="e-mail address for the rfc822Name SAN")
     p.add_argument("--validity-days", type=int, metavar="N", help="validity (default: the server's, 5 years)")
@@ -1068,10 +1070,11 @@ def _admin_client_commands(admin: Any, add: Callable[..., argparse.ArgumentParse
         "stolen batch. FILE ('-' reads standard input) has one 'ISSUER SERIAL [REASON]' a line (spaces,\n"
         "tabs or commas between; blank lines and lines starting with # are skipped), or is JSON: a list\n"
         'of {"issuer", "serial", "reason"?, "invalidity_date"?}, the API\'s body {"items": [...],\n'
-        "\"reason\"?}, or the output of 'admin list --json' (revoking what it found). Each certificate\n"
-        "is revoked on its own: prints how many were revoked and a table of those that failed, with\n"
-        "the file's line (or the item's index for JSON) and why. With --idempotency-key, repeating the\n"
-        "command replays what was done and retries what failed. The exit status is 1 if any failed.",
+        "\"reason\"?}, or the output of 'admin list --json' (revoking the citizens' certificates it\n"
+        "found, never an OCSP signer or admin client certificate). Each certificate is revoked on its\n"
+        "own: prints how many were revoked and a table of those that failed, with the file's line (or\n"
+        "the item's index for JSON) and why. With --idempotency-key, repeating the command replays\n"
+        "what was done and retries what failed. The exit status is 1 if any failed.",
         "print the API's answer: revoked, failed, and a result per item (the certificate or a problem)",
     )
     p.add_argument("file", metavar="FILE", help="the certificates to revoke ('-': standard input)")

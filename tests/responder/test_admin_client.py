@@ -405,6 +405,8 @@ async def test_help_answers_where_the_token_comes_from(cli: Run) -> None:
         assert re.search(r"--token(?![-\w])", help.stdout.replace("no --token option", "")) is None
     assert "The exit status is 1 if any failed" in helps["revoke-batch"].stdout
     assert "--all" in helps["list"].stdout and "--all" in helps["audit"].stdout
+    issue_help = re.sub(r"-\s+", "-", helps["issue"].stdout)  # argparse breaks lines at hyphens
+    assert "certificate profile (citizen-encryption, citizen-signing)" in issue_help  # what the API issues
     # There is no way to put a token on the command line, and one given there is not echoed
     # (argparse alone would take --token as short for --token-file, or print it back).
     for args, result in zip(tokens_given, refused, strict=True):
@@ -420,8 +422,8 @@ async def test_revoke_batch_reports_each_failure_and_exits_1(
 ) -> None:
     a, b, c, d = [await issue(ca) for _ in range(4)]
     await ca.revoke("moica", d.serial, actor="test")
-    (tmp_path / "lost.txt").write_text(
-        f"# cards lost in the mail, batch 7\nmoica {a.serial_hex}\nmoica\t{b.serial_hex} keyCompromise\n\n"
+    (tmp_path / "lost.txt").write_text(  # as a spreadsheet exports it: with a byte order mark
+        f"\ufeff# cards lost in the mail, batch 7\nmoica {a.serial_hex}\nmoica\t{b.serial_hex} keyCompromise\n\n"
         f"moica FFFFFFFFFF01\nmoica {d.serial_hex}\nmoica,{c.serial_hex},superseded\n"
     )
     args = ("admin", "revoke-batch", "lost.txt", "--reason", "cessationOfOperation", "--idempotency-key", "batch-7")
@@ -443,12 +445,16 @@ async def test_revoke_batch_reports_each_failure_and_exits_1(
     assert replay["results"][2]["problem"]["type"] == "urn:certstatus:problem:not-found"
     assert admin.seen[-1].idempotency_key == "batch-7"
 
-    # JSON on standard input: the output of 'admin list --json' revokes what it found.
-    e, f = await issue(ca, OTHER), await issue(ca, OTHER)
-    found = (await cli("admin", "list", "--holder", OTHER.holder_id, "--json", *AUDITOR)).stdout
-    done = await cli("admin", "revoke-batch", "-", *OPERATOR, stdin=found.encode())
+    # JSON on standard input: the output of 'admin list --json' revokes the citizens' certificates
+    # it found, not the issuer's OCSP signer that a search by issuer finds too.
+    e, f = await issue(ca, OTHER, issuer="gca"), await issue(ca, OTHER, issuer="gca")
+    found = orjson.loads((await cli("admin", "list", "--issuer", "gca", "--json", *AUDITOR)).stdout)
+    signer = next(c for c in found["certificates"] if c["profile"] == "ocsp-signer")
+    done = await cli("admin", "revoke-batch", "-", *OPERATOR, stdin=orjson.dumps(found))
     assert done.stdout == "revoked 2 of 2 certificates\n"
-    assert {(await ca.get("moica", r.serial)).status for r in (e, f)} == {CertStatus.REVOKED}
+    assert "standard input: left out 1 certificate(s) that are not citizens'" in done.stderr
+    assert {(await ca.get("gca", r.serial)).status for r in (e, f)} == {CertStatus.REVOKED}
+    assert (await ca.get("gca", signer["serial"])).status is CertStatus.GOOD
     # A list of items, as JSON; a role that may not revoke has the whole batch refused.
     g = await issue(ca)
     items = orjson.dumps([{"issuer": "moica", "serial": g.serial_hex, "reason": "affiliationChanged"}])
