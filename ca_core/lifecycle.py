@@ -24,7 +24,7 @@ import datetime as dt
 import enum
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -117,6 +117,47 @@ _REASONS_BY_PROFILE: Mapping[str, frozenset[RevocationReason]] = MappingProxyTyp
 
 #: The outbox event each operation emits.
 _EVENTS = {Operation.REVOKE: "revoked", Operation.SUSPEND: "suspended", Operation.RESUME: "resumed"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Revocation:
+    """One item of :meth:`CertificateAuthority.revoke_many`."""
+
+    issuer: str
+    serial: int | str
+    reason: RevocationReason | str | int | None = None
+    invalidity_date: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _BulkItem:
+    index: int
+    issuer: str
+    serial: int
+    reason: RevocationReason
+    invalidity_date: dt.datetime | None
+    key: str | None
+    request: bytes
+
+    @classmethod
+    def parse(cls, index: int, item: Revocation, key: str | None) -> _BulkItem:
+        serial = parse_serial(item.serial)
+        if item.reason is None:
+            reason = RevocationReason.UNSPECIFIED
+        elif isinstance(item.reason, RevocationReason):
+            reason = item.reason
+        else:
+            reason = RevocationReason.parse(item.reason)
+        if not isinstance(item.issuer, str):
+            raise ValidationError("issuer must be a name")
+        # The same request hash as a single revoke(), so one key means one request either way.
+        request = _request_hash(Operation.REVOKE.value, {
+            "issuer": item.issuer,
+            "serial": format_serial(serial),
+            "reason": int(reason),
+            "invalidity_date": item.invalidity_date.isoformat() if item.invalidity_date else None,
+        })  # fmt: skip
+        return cls(index, item.issuer, serial, reason, item.invalidity_date, _check_key(key), request)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -215,6 +256,14 @@ def _status_json(record: CertRecord) -> dict[str, Any]:
         "reason": record.reason.rfc_name if record.reason is not None else None,
         "invalidity_date": record.invalidity_date.isoformat() if record.invalidity_date else None,
     }
+
+
+def _item_key(batch_key: str, index: int) -> str:
+    """Item ``index``'s idempotency key in a batch under ``batch_key``: ``<key>/<index>``, or,
+    for a key too long to extend within the 255-character limit, its SHA-256 in place of it."""
+    if len(batch_key) <= 240:
+        return f"{batch_key}/{index}"
+    return f"sha256:{hashlib.sha256(batch_key.encode()).hexdigest()}/{index}"
 
 
 def _request_hash(operation: str, params: Mapping[str, Any]) -> bytes:
@@ -508,6 +557,144 @@ class CertificateAuthority:
             invalidity_date=invalidity_date,
             idempotency_key=idempotency_key,
         )
+
+    async def revoke_many(
+        self,
+        items: Sequence[Revocation],
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        chunk_size: int = 1000,
+    ) -> list[CertRecord | CAError]:
+        """Revoke a batch (a box of lost cards): each item succeeds or fails on its own.
+
+        Returns, in item order, the new record or the typed error that refused the item (the
+        same checks and errors as :meth:`revoke`). Items are written in chunks of
+        ``chunk_size``, each chunk one transaction of a few statements whatever its size
+        (state, outbox, idempotency keys and audit rows together, one signer wake-up), rows
+        locked in key order so overlapping batches cannot deadlock. Everything an item
+        reports as done is committed; if a chunk fails as a whole (the database went away),
+        each of its items reports that error and none of it was written.
+
+        With ``idempotency_key``, the key is first bound to this exact batch (a different
+        batch under it raises :class:`IdempotencyConflict` before anything is written); item
+        ``i`` then uses ``<key>/<i>`` (hashed for keys over 240 characters), so a repeat of
+        the batch replays the items that were done and retries the ones that failed.
+        """
+        actor = _check_actor(actor)
+        idempotency_key = _check_key(idempotency_key)
+        if idempotency_key is not None:
+            await self._claim_batch(actor, idempotency_key, items)
+        results: list[CertRecord | CAError | None] = [None] * len(items)
+        parsed: list[_BulkItem] = []
+        for i, item in enumerate(items):
+            try:
+                parsed.append(_BulkItem.parse(i, item, None if idempotency_key is None else _item_key(idempotency_key, i)))
+            except CAError as e:
+                results[i] = e
+        for start in range(0, len(parsed), chunk_size):
+            chunk = parsed[start : start + chunk_size]
+            try:
+                done = await self._revoke_chunk(chunk, actor)
+            except CAError as e:
+                done = {item.index: e for item in chunk}
+            for index, outcome in done.items():
+                results[index] = outcome
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    async def _claim_batch(self, actor: str, key: str, items: Sequence[Revocation]) -> None:
+        """Bind the batch's key to this exact batch, in a transaction of its own (committed
+        before any item is written): a different batch under a used key is refused whole,
+        the same batch again goes on to replay or retry its items."""
+        request = _request_hash("revoke-batch", {"items": [
+            [i.issuer, str(i.serial), None if i.reason is None else str(i.reason),
+             i.invalidity_date.isoformat() if isinstance(i.invalidity_date, dt.datetime) else None]
+            for i in items]})  # fmt: skip
+        async with db.transaction(self._pool, "claim a batch's idempotency key") as conn:
+            claim = await db.claim_idempotency_key(conn, actor=actor, key=key, operation="revoke-batch",
+                                                   request_hash=request)  # fmt: skip
+            if claim.conflict:
+                raise IdempotencyConflict(f"idempotency key {key!r} was already used by {actor} for a different request")
+            if claim.new:
+                await db.store_idempotency_response(conn, actor=actor, key=key, response={"items": len(items)})
+
+    async def _revoke_chunk(self, chunk: list[_BulkItem], actor: str) -> dict[int, CertRecord | CAError]:
+        out: dict[int, CertRecord | CAError] = {}
+        async with db.transaction(self._pool, "revoke a batch of certificates") as conn:
+            todo = chunk
+            keyed = [item for item in chunk if item.key is not None]
+            if keyed:
+                claims = await db.claim_idempotency_keys(conn, actor=actor, keys=[i.key for i in keyed],  # type: ignore[misc]
+                                                         operation=Operation.REVOKE.value,
+                                                         request_hashes=[i.request for i in keyed])  # fmt: skip
+                fresh = set()
+                for item, claim in zip(keyed, claims, strict=True):
+                    if claim.conflict:
+                        out[item.index] = IdempotencyConflict(
+                            f"idempotency key {item.key!r} was already used by {actor} for a different request"
+                        )
+                    elif not claim.new and claim.response is not None:
+                        out[item.index] = await self._replay_record(conn, claim.response)
+                    else:
+                        fresh.add(item.index)
+                todo = [item for item in chunk if item.key is None or item.index in fresh]
+            ids = {row.name: row.id for row in await db.list_issuers(conn)}
+            wanted: list[tuple[int, int]] = []
+            for item in todo:
+                if item.issuer in ids:
+                    wanted.append((ids[item.issuer], item.serial))
+                else:
+                    out[item.index] = UnknownIssuer(f"no issuer named {item.issuer!r}")
+            current = await db.lock_certificates(conn, wanted)
+            writes: list[tuple[_BulkItem, db.StatusWrite]] = []
+            befores: dict[int, CertRecord] = {}
+            for item in todo:
+                if item.index in out:
+                    continue
+                key = (ids[item.issuer], item.serial)
+                before = current.get(key)
+                if before is None:
+                    out[item.index] = UnknownCertificate(
+                        f"issuer {item.issuer} never issued a certificate with serial {format_serial(item.serial)}"
+                    )
+                    continue
+                now = max(self._clock.now(), before.updated_at)
+                try:
+                    change = plan_transition(before, Operation.REVOKE, now=now, reason=item.reason,
+                                             invalidity_date=item.invalidity_date)  # fmt: skip
+                except CAError as e:
+                    out[item.index] = e
+                    continue
+                # A serial twice in one batch: the second sees the first's revocation.
+                current[key] = dataclasses.replace(before, status=change.status, revoked_at=change.revoked_at,
+                                                   reason=change.reason, invalidity_date=change.invalidity_date,
+                                                   updated_at=now)  # fmt: skip
+                befores[item.index] = before
+                writes.append((item, db.StatusWrite(key[0], item.serial, change.status, change.revoked_at,
+                                                    int(change.reason) if change.reason is not None else None,
+                                                    change.invalidity_date, now)))  # fmt: skip
+            failed_keys = [i.key for i in todo if i.key is not None and i.index in out]
+            if failed_keys:  # a failed item's key is free again: a repeat retries it
+                await db.release_idempotency_keys(conn, actor=actor, keys=failed_keys)
+            if not writes:
+                return out
+            afters = await db.set_status_many(conn, [w for _, w in writes])
+            await db.insert_outbox_many(conn, [(w.issuer_id, w.serial, _EVENTS[Operation.REVOKE], a.status, w.now)
+                                               for (_, w), a in zip(writes, afters, strict=True)])  # fmt: skip
+            remembered = [(item.key, after) for (item, _), after in zip(writes, afters, strict=True) if item.key]
+            if remembered:
+                await db.store_idempotency_responses(conn, actor=actor, keys=[k for k, _ in remembered],
+                                                     responses=[a.to_json() for _, a in remembered])  # fmt: skip
+            # The audit rows last: the chain's head stays locked from here to the commit.
+            await db.insert_audit_many(conn, [
+                db.AuditWrite(actor, "certificate.revoke", w.issuer_id, w.serial, _status_json(befores[item.index]),
+                              _status_json(after), item.key, w.now)
+                for (item, w), after in zip(writes, afters, strict=True)
+            ])  # fmt: skip
+            for (item, _), after in zip(writes, afters, strict=True):
+                out[item.index] = after
+        return out
 
     async def suspend(
         self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None

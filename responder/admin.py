@@ -19,7 +19,6 @@ JSON objects, and unknown fields are refused. Handlers are thin: parse, call
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import collections
 import datetime as dt
@@ -47,7 +46,7 @@ from ca_core.errors import (
     StorageError,
     ValidationError,
 )
-from ca_core.lifecycle import CertificateAuthority, certificate_pem
+from ca_core.lifecycle import CertificateAuthority, Revocation, certificate_pem
 from ca_core.model import CertStatus, KeyType, parse_serial, parse_time
 from ca_core.profiles import CITIZEN_PROFILES, HolderSubject
 from ca_core.storage import postgres as db
@@ -530,16 +529,16 @@ async def _issue_generated(
 
 
 MAX_BATCH: Final = 10_000
-_BATCH_CONCURRENCY: Final = 8
 
 
 async def revoke_batch(request: web.Request) -> web.Response:
     """``POST /v1/revocations:batch``: revoke a batch of cards' certificates.
 
     Body ``{"items": [{"issuer", "serial", "reason"?, "invalidity_date"?}, ...], "reason"?}``
-    (up to 10,000; an item's reason wins over the batch's). Each certificate is revoked in a
-    transaction of its own, a few at a time, so the answer says exactly which were revoked
-    and which failed and why (a problem object per failure); repeating the batch is safe:
+    (up to 10,000; an item's reason wins over the batch's). Items are revoked by
+    :meth:`CertificateAuthority.revoke_many` (chunks of 1,000, one transaction each), and each
+    succeeds or fails on its own, so the answer says exactly which were revoked and which
+    failed and why (a problem object per failure); repeating the batch is safe:
     with an Idempotency-Key, each item's key is ``<key>/<index>``, so a repeat replays the
     items that were done and retries the ones that failed."""
     actor = _require(request, Action.REVOKE)
@@ -548,6 +547,8 @@ async def revoke_batch(request: web.Request) -> web.Response:
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise ValidationError(f"items must be a list of 1 to {MAX_BATCH} revocations")
     default_reason = body.get("reason")
+    if default_reason is not None and (not isinstance(default_reason, str | int) or isinstance(default_reason, bool)):
+        raise ValidationError("reason must be a reason name or code")
     parsed: list[tuple[str, str, Any, dt.datetime | None]] = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -562,24 +563,18 @@ async def revoke_batch(request: web.Request) -> web.Response:
             raise ValidationError(f"items[{i}].reason must be a reason name or code")
         when = _time(item["invalidity_date"], f"items[{i}].invalidity_date") if item.get("invalidity_date") is not None else None
         parsed.append((item["issuer"], item["serial"], reason, when))
-    key = _idempotency_key(request)
-    ca = request.app[CA]
-    gate = asyncio.Semaphore(_BATCH_CONCURRENCY)
-    results: list[dict[str, Any]] = [{} for _ in parsed]
-
-    async def one(i: int, issuer: str, serial: str, reason: Any, when: dt.datetime | None) -> None:
-        async with gate:
-            try:
-                record = await ca.revoke(issuer, serial, actor=actor, reason=reason, invalidity_date=when,
-                                         idempotency_key=f"{key}/{i}" if key else None)  # fmt: skip
-                results[i] = {"index": i, "ok": True, "certificate": record.to_json()}
-            except CAError as e:
-                status, slug, title = next(((st, sl, t) for cls, st, sl, t in _ERRORS if isinstance(e, cls)),
-                                           (400, "validation", "Invalid request"))  # fmt: skip
-                results[i] = {"index": i, "ok": False, "problem": {
-                    "type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": str(e)}}  # fmt: skip
-
-    await asyncio.gather(*(one(i, *p) for i, p in enumerate(parsed)))
+    outcomes = await request.app[CA].revoke_many(
+        [Revocation(issuer, serial, reason, when) for issuer, serial, reason, when in parsed],
+        actor=actor, idempotency_key=_idempotency_key(request))  # fmt: skip
+    results: list[dict[str, Any]] = []
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, CAError):
+            status, slug, title = next(((st, sl, t) for cls, st, sl, t in _ERRORS if isinstance(outcome, cls)),
+                                       (400, "validation", "Invalid request"))  # fmt: skip
+            results.append({"index": i, "ok": False, "problem": {
+                "type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": str(outcome)}})  # fmt: skip
+        else:
+            results.append({"index": i, "ok": True, "certificate": outcome.to_json()})
     failed = sum(1 for r in results if not r["ok"])
     return _json({"revoked": len(results) - failed, "failed": failed, "results": results},
                  status=200 if not failed else 207)  # fmt: skip

@@ -686,6 +686,175 @@ async def store_idempotency_response(
     await conn.execute("UPDATE idempotency_keys SET response = $3 WHERE actor = $1 AND key = $2", actor, key, response)
 
 
+# Bulk status changes (one statement per step for a whole chunk) -------------------------
+
+
+async def claim_idempotency_keys(
+    conn: asyncpg.Connection, *, actor: str, keys: Sequence[str], operation: str, request_hashes: Sequence[bytes]
+) -> list[IdempotencyClaim]:
+    """:func:`claim_idempotency_key` for many keys in two statements; claims in ``keys`` order."""
+    inserted = {
+        r["key"]
+        for r in await conn.fetch(
+            """INSERT INTO idempotency_keys (actor, key, operation, request_hash, response, created_at)
+               SELECT $1, k, $3, h, 'null'::jsonb, now() FROM unnest($2::text[], $4::bytea[]) AS t(k, h)
+               ORDER BY k
+               ON CONFLICT (actor, key) DO NOTHING RETURNING key""",
+            actor,
+            list(keys),
+            operation,
+            list(request_hashes),
+        )
+    }
+    existing = {
+        r["key"]: r
+        for r in await conn.fetch(
+            """SELECT key, operation, request_hash, response FROM idempotency_keys
+               WHERE actor = $1 AND key = ANY($2::text[])""",
+            actor,
+            [k for k in keys if k not in inserted],
+        )
+    }
+    claims: list[IdempotencyClaim] = []
+    for key, request_hash in zip(keys, request_hashes, strict=True):
+        if key in inserted:
+            claims.append(IdempotencyClaim(new=True))
+            continue
+        row = existing[key]
+        if row["operation"] != operation or bytes(row["request_hash"]) != request_hash:
+            claims.append(IdempotencyClaim(new=False, conflict=True))
+        else:
+            claims.append(IdempotencyClaim(new=False, response=row["response"]))
+    return claims
+
+
+async def store_idempotency_responses(
+    conn: asyncpg.Connection, *, actor: str, keys: Sequence[str], responses: Sequence[dict[str, Any]]
+) -> None:
+    await conn.execute(
+        """UPDATE idempotency_keys k SET response = t.r
+           FROM unnest($2::text[], $3::jsonb[]) AS t(key, r) WHERE k.actor = $1 AND k.key = t.key""",
+        actor,
+        list(keys),
+        list(responses),
+    )
+
+
+async def release_idempotency_keys(conn: asyncpg.Connection, *, actor: str, keys: Sequence[str]) -> None:
+    """Drop keys claimed in this transaction for items that then failed."""
+    await conn.execute("DELETE FROM idempotency_keys WHERE actor = $1 AND key = ANY($2::text[])", actor, list(keys))
+
+
+async def lock_certificates(
+    conn: asyncpg.Connection, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], CertRecord]:
+    """Lock many certificates (``FOR UPDATE``) in one statement, in key order, so two bulk
+    changes overlapping in any way cannot deadlock; the ones that exist, by (issuer id, serial)."""
+    ordered = sorted(set(keys))
+    rows = await conn.fetch(
+        f"""SELECT c.issuer_id, {_CERT_COLUMNS} FROM certificates c JOIN issuers i ON i.id = c.issuer_id
+            JOIN unnest($1::smallint[], $2::bytea[]) AS t(issuer_id, serial)
+              ON c.issuer_id = t.issuer_id AND c.serial = t.serial
+            ORDER BY c.issuer_id, c.serial FOR UPDATE OF c""",
+        [k[0] for k in ordered],
+        [serial_to_bytes(k[1]) for k in ordered],
+    )
+    return {(r["issuer_id"], serial_from_bytes(r["serial"])): cert_record(r) for r in rows}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """One certificate's new status fields, for :func:`set_status_many`."""
+
+    issuer_id: int
+    serial: int
+    status: CertStatus
+    revoked_at: dt.datetime | None
+    reason: int | None
+    invalidity_date: dt.datetime | None
+    now: dt.datetime
+
+
+async def set_status_many(conn: asyncpg.Connection, writes: Sequence[StatusWrite]) -> list[CertRecord]:
+    """Write many status changes in one statement; the new records, in ``writes`` order."""
+    rows = await conn.fetch(
+        f"""UPDATE certificates c SET status = t.status::cert_status, revoked_at = t.revoked_at, reason = t.reason,
+                   invalidity_date = t.invalidity_date, updated_at = t.now
+            FROM unnest($1::smallint[], $2::bytea[], $3::text[], $4::timestamptz[], $5::smallint[],
+                        $6::timestamptz[], $7::timestamptz[])
+                 AS t(issuer_id, serial, status, revoked_at, reason, invalidity_date, now),
+                 issuers i
+            WHERE c.issuer_id = t.issuer_id AND c.serial = t.serial AND i.id = c.issuer_id
+            RETURNING c.issuer_id, {_CERT_COLUMNS}""",
+        [w.issuer_id for w in writes],
+        [serial_to_bytes(w.serial) for w in writes],
+        [w.status.value for w in writes],
+        [w.revoked_at for w in writes],
+        [w.reason for w in writes],
+        [w.invalidity_date for w in writes],
+        [w.now for w in writes],
+    )
+    by_key = {(r["issuer_id"], serial_from_bytes(r["serial"])): cert_record(r) for r in rows}
+    missing = [w for w in writes if (w.issuer_id, w.serial) not in by_key]
+    if missing:
+        raise StorageError(f"{len(missing)} certificate(s) vanished during a bulk update")
+    return [by_key[(w.issuer_id, w.serial)] for w in writes]
+
+
+async def insert_outbox_many(
+    conn: asyncpg.Connection, events: Sequence[tuple[int, int, str, CertStatus, dt.datetime]]
+) -> None:
+    """Queue many status events (issuer id, serial, event, status, time) and wake the signer
+    once: one NOTIFY per transaction, not per event (a NOTIFY serialises commits)."""
+    for issuer_id in sorted({e[0] for e in events if e[2] != "issued"}):
+        await conn.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", _CRL_CUT_LOCK, issuer_id)
+    await conn.execute(
+        """WITH e AS (
+               INSERT INTO outbox (issuer_id, serial, event, status, created_at)
+               SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::text[], $4::cert_status[], $5::timestamptz[])
+               RETURNING id)
+           SELECT pg_notify($6, max(id)::text) FROM e""",
+        [e[0] for e in events],
+        [serial_to_bytes(e[1]) for e in events],
+        [e[2] for e in events],
+        [e[3].value for e in events],
+        [e[4] for e in events],
+        OUTBOX_CHANNEL,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditWrite:
+    actor: str
+    action: str
+    issuer_id: int | None
+    serial: int | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    idempotency_key: str | None
+    now: dt.datetime
+
+
+async def insert_audit_many(conn: asyncpg.Connection, rows: Sequence[AuditWrite]) -> None:
+    """Append many audit rows in one statement (the chain trigger links each, in order)."""
+    await conn.execute(
+        """INSERT INTO audit_log (at, actor, action, issuer_id, serial, before, after, idempotency_key)
+           SELECT at, actor, action, issuer_id, serial, before, after, idempotency_key
+           FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::smallint[], $5::bytea[],
+                       $6::jsonb[], $7::jsonb[], $8::text[]) WITH ORDINALITY
+                AS t(at, actor, action, issuer_id, serial, before, after, idempotency_key, n)
+           ORDER BY n""",
+        [r.now for r in rows],
+        [r.actor for r in rows],
+        [r.action for r in rows],
+        [r.issuer_id for r in rows],
+        [serial_to_bytes(r.serial) if r.serial is not None else None for r in rows],
+        [r.before for r in rows],
+        [r.after for r in rows],
+        [r.idempotency_key for r in rows],
+    )
+
+
 @contextlib.asynccontextmanager
 async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection from the pool inside a READ COMMITTED transaction."""

@@ -611,3 +611,80 @@ async def test_a_value_postgresql_cannot_hold_is_a_validation_error(ca: Certific
         await ca.revoke("moica", record.serial, actor="ops\x00", reason="keyCompromise")
     assert await counts(pool) == before
     assert (await ca.get("moica", record.serial)).status == CertStatus.GOOD
+
+
+class TestRevokeMany:
+    """Bulk revocation: chunks of one transaction each, every item answered on its own."""
+
+    async def test_each_item_succeeds_or_fails_on_its_own(self, ca: CertificateAuthority, pool: asyncpg.Pool) -> None:
+        from ca_core.audit import Anchor, verify_chain
+        from ca_core.lifecycle import Revocation
+
+        records = [await issue(ca) for _ in range(7)]
+        await ca.revoke("moica", records[5].serial, actor="o")
+        await ca.suspend("moica", records[6].serial, actor="o")
+        before = await counts(pool)
+        items = [
+            Revocation("moica", records[0].serial, "keyCompromise", dt.datetime(2026, 5, 1, tzinfo=dt.UTC)),
+            Revocation("moica", records[1].serial_hex),
+            Revocation("moica", "ABCDEF"),  # never issued
+            Revocation("nowhere", records[2].serial),  # no such issuer
+            Revocation("moica", records[2].serial, "no-such-reason"),
+            Revocation("moica", records[3].serial, "certificateHold"),  # suspension is not a revocation
+            Revocation("moica", records[4].serial, "superseded"),
+            Revocation("moica", records[4].serial),  # twice in one batch: the second finds it revoked
+            Revocation("moica", records[5].serial),  # revoked before
+            Revocation("moica", records[6].serial, "cessationOfOperation"),  # suspended: may be revoked
+        ]
+        out = await ca.revoke_many(items, actor="token:ops", chunk_size=3)
+        kinds = [type(o).__name__ if not isinstance(o, CertRecord) else o.status.value for o in out]
+        assert kinds == ["revoked", "revoked", "UnknownCertificate", "UnknownIssuer", "ValidationError",
+                         "ValidationError", "revoked", "IllegalTransition", "IllegalTransition", "revoked"]  # fmt: skip
+        first = out[0]
+        assert isinstance(first, CertRecord) and first.reason == RevocationReason.KEY_COMPROMISE
+        assert first.invalidity_date == dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+        after = await counts(pool)
+        assert after["outbox"] - before["outbox"] == 4 and after["audit_log"] - before["audit_log"] == 4
+        for record in (records[2], records[3]):
+            assert (await ca.get("moica", record.serial)).status == CertStatus.GOOD
+        async with pool.acquire() as conn:
+            head = await db.audit_chain_head(conn)
+            assert head is not None
+            report = await verify_chain(db.iter_audit_chain(conn), Anchor(*head))
+        assert report.intact
+
+    async def test_a_repeat_replays_and_a_different_batch_is_refused(
+        self, ca: CertificateAuthority, pool: asyncpg.Pool
+    ) -> None:
+        from ca_core.lifecycle import Revocation
+
+        a, b, c = [await issue(ca) for _ in range(3)]
+        batch = [Revocation("moica", a.serial), Revocation("moica", "ABCDEF"), Revocation("moica", b.serial)]
+        key = "k" * 255  # the longest key any route accepts
+        first = await ca.revoke_many(batch, actor="token:ops", idempotency_key=key)
+        middle = await counts(pool)
+        again = await ca.revoke_many(batch, actor="token:ops", idempotency_key=key)
+        assert [type(o) for o in again] == [type(o) for o in first]
+        assert again[0] == first[0] and again[2] == first[2]
+        assert await counts(pool) == middle  # replayed: nothing new written
+        with pytest.raises(IdempotencyConflict):
+            await ca.revoke_many([*batch, Revocation("moica", c.serial)], actor="token:ops", idempotency_key=key)
+        assert (await ca.get("moica", c.serial)).status == CertStatus.GOOD
+        assert await counts(pool) == middle
+        # The failed item's key was released, the done ones' kept (with their answers).
+        keys = {r["key"] for r in await pool.fetch("SELECT key FROM idempotency_keys WHERE actor = 'token:ops'")}
+        assert len(keys) == 3 and key in keys and not any(k.endswith("/1") for k in keys)
+
+    async def test_overlapping_batches_never_deadlock_and_revoke_once(
+        self, ca: CertificateAuthority, pool: asyncpg.Pool
+    ) -> None:
+        from ca_core.lifecycle import Revocation
+
+        records = [await issue(ca) for _ in range(30)]
+        forward = [Revocation("moica", r.serial) for r in records]
+        outcomes = await asyncio.gather(
+            ca.revoke_many(forward, actor="a", chunk_size=7), ca.revoke_many(forward[::-1], actor="b", chunk_size=5)
+        )
+        done = [isinstance(o, CertRecord) for o in outcomes[0]], [isinstance(o, CertRecord) for o in outcomes[1][::-1]]
+        assert all(x != y for x, y in zip(*done, strict=True))  # each certificate revoked by exactly one of them
+        assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE action = 'certificate.revoke'") == 30

@@ -287,7 +287,7 @@ def check(env: Env, req: Req, reply: Reply, before: tuple[int, ...], after: tupl
                 assert bugs, f"an item failed with a 5xx: {note}"
                 env.stats["known bug"] += 1
             check_problem(problem, problem.get("status"), note)
-        expected = (0, n, n, n * k)
+        expected = (0, n, n, (n + 1) * k)  # a key per revoked item, and one binding the batch
     else:  # revoke, suspend, resume
         assert status == 200, note
         expected = (0, 1, 1, k)
