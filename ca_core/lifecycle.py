@@ -258,6 +258,16 @@ def _status_json(record: CertRecord) -> dict[str, Any]:
     }
 
 
+def _check_scope(record: CertRecord, op: Operation, profiles: frozenset[str] | None) -> None:
+    if profiles is not None and record.profile not in profiles:
+        raise IllegalTransition(
+            f"certificate {record.serial_hex} is an {record.profile} certificate, which is not {op.past} here "
+            "(CA-side certificates are managed on the CA host: 'certstatus cert revoke', 'certstatus ca ...')",
+            current=record.status.value,
+            operation=op.value,
+        )
+
+
 def _item_key(batch_key: str, index: int) -> str:
     """Item ``index``'s idempotency key in a batch under ``batch_key``: ``<key>/<index>``, or,
     for a key too long to extend within the 255-character limit, its SHA-256 in place of it."""
@@ -540,8 +550,11 @@ class CertificateAuthority:
         reason: RevocationReason | str | int | None = None,
         invalidity_date: dt.datetime | None = None,
         idempotency_key: str | None = None,
+        profiles: frozenset[str] | None = None,
     ) -> CertRecord:
-        """Revoke for good (RFC 5280 reason; unspecified when none is given)."""
+        """Revoke for good (RFC 5280 reason; unspecified when none is given). With
+        ``profiles``, only certificates of those profiles may be changed (the admin API
+        passes the citizen and admin profiles: CA-side certificates are the CA host's)."""
         if reason is None:
             parsed = RevocationReason.UNSPECIFIED
         elif isinstance(reason, RevocationReason):
@@ -556,6 +569,7 @@ class CertificateAuthority:
             reason=parsed,
             invalidity_date=invalidity_date,
             idempotency_key=idempotency_key,
+            profiles=profiles,
         )
 
     async def revoke_many(
@@ -565,6 +579,7 @@ class CertificateAuthority:
         actor: str,
         idempotency_key: str | None = None,
         chunk_size: int = 1000,
+        profiles: frozenset[str] | None = None,
     ) -> list[CertRecord | CAError]:
         """Revoke a batch (a box of lost cards): each item succeeds or fails on its own.
 
@@ -595,7 +610,7 @@ class CertificateAuthority:
         for start in range(0, len(parsed), chunk_size):
             chunk = parsed[start : start + chunk_size]
             try:
-                done = await self._revoke_chunk(chunk, actor)
+                done = await self._revoke_chunk(chunk, actor, profiles)
             except CAError as e:
                 done = {item.index: e for item in chunk}
             for index, outcome in done.items():
@@ -619,7 +634,9 @@ class CertificateAuthority:
             if claim.new:
                 await db.store_idempotency_response(conn, actor=actor, key=key, response={"items": len(items)})
 
-    async def _revoke_chunk(self, chunk: list[_BulkItem], actor: str) -> dict[int, CertRecord | CAError]:
+    async def _revoke_chunk(
+        self, chunk: list[_BulkItem], actor: str, profiles: frozenset[str] | None
+    ) -> dict[int, CertRecord | CAError]:
         out: dict[int, CertRecord | CAError] = {}
         async with db.transaction(self._pool, "revoke a batch of certificates") as conn:
             todo = chunk
@@ -661,6 +678,7 @@ class CertificateAuthority:
                     continue
                 now = max(self._clock.now(), before.updated_at)
                 try:
+                    _check_scope(before, Operation.REVOKE, profiles)
                     change = plan_transition(before, Operation.REVOKE, now=now, reason=item.reason,
                                              invalidity_date=item.invalidity_date)  # fmt: skip
                 except CAError as e:
@@ -697,16 +715,30 @@ class CertificateAuthority:
         return out
 
     async def suspend(
-        self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None
+        self,
+        issuer: str,
+        serial: int | str,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        profiles: frozenset[str] | None = None,
     ) -> CertRecord:
         """Suspend (停用): the certificate is listed as certificateHold until resumed."""
-        return await self._change(Operation.SUSPEND, issuer, serial, actor=actor, idempotency_key=idempotency_key)
+        return await self._change(Operation.SUSPEND, issuer, serial, actor=actor, idempotency_key=idempotency_key,
+                                  profiles=profiles)  # fmt: skip
 
     async def resume(
-        self, issuer: str, serial: int | str, *, actor: str, idempotency_key: str | None = None
+        self,
+        issuer: str,
+        serial: int | str,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        profiles: frozenset[str] | None = None,
     ) -> CertRecord:
         """Resume (復用) a suspended certificate: it is good again."""
-        return await self._change(Operation.RESUME, issuer, serial, actor=actor, idempotency_key=idempotency_key)
+        return await self._change(Operation.RESUME, issuer, serial, actor=actor, idempotency_key=idempotency_key,
+                                  profiles=profiles)  # fmt: skip
 
     async def _change(
         self,
@@ -718,6 +750,7 @@ class CertificateAuthority:
         reason: RevocationReason | None = None,
         invalidity_date: dt.datetime | None = None,
         idempotency_key: str | None = None,
+        profiles: frozenset[str] | None = None,
     ) -> CertRecord:
         actor = _check_actor(actor)
         idempotency_key = _check_key(idempotency_key)
@@ -741,6 +774,7 @@ class CertificateAuthority:
                 raise UnknownCertificate(
                     f"issuer {issuer} never issued a certificate with serial {format_serial(number)}"
                 )
+            _check_scope(before, op, profiles)
             # "Now" is read with the row locked, and never before the row's last change: a
             # request that waited for a connection or a lock must not write a time earlier
             # than the change it queued behind (a revocation is never backdated by a race).

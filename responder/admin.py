@@ -48,7 +48,7 @@ from ca_core.errors import (
 )
 from ca_core.lifecycle import CertificateAuthority, Revocation, certificate_pem
 from ca_core.model import CertStatus, KeyType, parse_serial, parse_time
-from ca_core.profiles import CITIZEN_PROFILES, HolderSubject
+from ca_core.profiles import ADMIN_CLIENT, CITIZEN_PROFILES, HolderSubject
 from ca_core.storage import postgres as db
 from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
 
@@ -344,7 +344,7 @@ async def revoke(request: web.Request) -> web.Response:
     invalidity = _time(body["invalidity_date"], "invalidity_date") if body.get("invalidity_date") is not None else None
     record = await request.app[CA].revoke(
         request.match_info["issuer"], request.match_info["serial"], actor=actor, reason=reason,
-        invalidity_date=invalidity, idempotency_key=_idempotency_key(request),
+        invalidity_date=invalidity, idempotency_key=_idempotency_key(request), profiles=API_PROFILES,
     )  # fmt: skip
     return _json(record.to_json())
 
@@ -353,7 +353,7 @@ async def suspend(request: web.Request) -> web.Response:
     actor = _require(request, Action.SUSPEND)
     await _body(request, set())
     record = await request.app[CA].suspend(request.match_info["issuer"], request.match_info["serial"], actor=actor,
-                                           idempotency_key=_idempotency_key(request))  # fmt: skip
+                                           idempotency_key=_idempotency_key(request), profiles=API_PROFILES)  # fmt: skip
     return _json(record.to_json())
 
 
@@ -361,7 +361,7 @@ async def resume(request: web.Request) -> web.Response:
     actor = _require(request, Action.RESUME)
     await _body(request, set())
     record = await request.app[CA].resume(request.match_info["issuer"], request.match_info["serial"], actor=actor,
-                                          idempotency_key=_idempotency_key(request))  # fmt: skip
+                                          idempotency_key=_idempotency_key(request), profiles=API_PROFILES)  # fmt: skip
     return _json(record.to_json())
 
 
@@ -565,7 +565,7 @@ async def revoke_batch(request: web.Request) -> web.Response:
         parsed.append((item["issuer"], item["serial"], reason, when))
     outcomes = await request.app[CA].revoke_many(
         [Revocation(issuer, serial, reason, when) for issuer, serial, reason, when in parsed],
-        actor=actor, idempotency_key=_idempotency_key(request))  # fmt: skip
+        actor=actor, idempotency_key=_idempotency_key(request), profiles=API_PROFILES)  # fmt: skip
     results: list[dict[str, Any]] = []
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, CAError):
@@ -585,8 +585,12 @@ async def openapi(request: web.Request) -> web.Response:
     return _json(openapi_document())
 
 
-_ISSUER = r"{issuer:[a-z][a-z0-9-]{0,30}}"
-_SERIAL = r"{serial:[0-9A-Fa-f]{1,40}}"
+# Any segment: a malformed serial is a 400 naming it, an unknown issuer a 404 naming it
+# (the lifecycle's checks), not the router's bare 404.
+_ISSUER = "{issuer}"
+_SERIAL = "{serial}"
+#: What the admin API may change: citizen and admin certificates, never CA-side ones.
+API_PROFILES: Final = frozenset(CITIZEN_PROFILES | {ADMIN_CLIENT.name})
 
 
 def build_admin_app(
@@ -690,7 +694,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {"summary": "find certificates (cursor pagination)", "parameters": [
                     {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                     for n in ("holder", "issuer", "status", "limit", "cursor")],
-                    "responses": {"200": {"description": "a page of certificates and next_cursor"}, **errors_}},
+                    "responses": {"200": {"description": "a page of certificates and next_cursor", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CertificatePage"}}}}, **errors_}},
                 "post": {"summary": "issue from a PKCS#10 CSR (operator, registration officer)", "parameters": [idem],
                          "requestBody": {"required": True, "content": {"application/json": {"schema": {
                              "type": "object", "additionalProperties": False,
@@ -712,11 +716,11 @@ def openapi_document() -> dict[str, Any]:
                                                                              "pattern": "^[0-9]{16}$"}}},
                                             "key_passphrase": {"type": "string", "minLength": MIN_KEY_PASSPHRASE,
                                                                "maxLength": 1024}}}}}},
-                         "responses": {"201": {"description": "the certificate, with its PEM"}, **errors_}}},
+                         "responses": {"201": {"description": "the certificate, with its PEM", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}, **errors_}}},
             "/v1/audit": {"get": {"summary": "the audit log, oldest first (cursor pagination)", "parameters": [
                 {"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
                 for n in ("actor", "issuer", "serial", "since", "until", "limit", "cursor")],
-                "responses": {"200": {"description": "a page of entries and next_cursor"}, **errors_}}},
+                "responses": {"200": {"description": "a page of entries and next_cursor", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AuditPage"}}}}, **errors_}}},
             "/v1/revocations:batch": {"post": {
                 "summary": "revoke up to 10,000 certificates (operator); 207 with a result per item if any failed",
                 "parameters": [idem],
@@ -728,8 +732,8 @@ def openapi_document() -> dict[str, Any]:
                             "properties": {"issuer": {"type": "string"}, "serial": {"type": "string"},
                                            "reason": {"type": ["string", "integer"]},
                                            "invalidity_date": {"type": "string", "format": "date-time"}}}}}}}}},
-                "responses": {"200": {"description": "all revoked"},
-                              "207": {"description": "some failed: see results"}, **errors_}}},
+                "responses": {"200": {"description": "all revoked", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}}},
+                              "207": {"description": "some failed: see results", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}}}, **errors_}}},
             "/v1/openapi.json": {"get": {"summary": "this document", "responses": {"200": {"description": "OpenAPI"}}}},
         },
         "components": {
@@ -742,10 +746,37 @@ def openapi_document() -> dict[str, Any]:
                 "Problem": {"type": "object", "required": ["type", "title", "status", "detail"],
                             "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                                            "status": {"type": "integer"}, "detail": {"type": "string"}}},
-                "Certificate": {"type": "object", "properties": {
-                    k: {"type": ["string", "null"]} for k in (
-                        "issuer", "serial", "profile", "subject", "holder_id", "not_before", "not_after", "status",
-                        "revoked_at", "reason", "invalidity_date", "issued_at", "updated_at")}},
+                "Certificate": {"type": "object", "required": ["issuer", "serial", "status"], "properties": {
+                    **{k: {"type": "string"} for k in ("issuer", "serial", "profile", "subject")},
+                    "status": {"type": "string", "enum": [st.value for st in CertStatus]},
+                    "crl_partition": {"type": "integer", "minimum": 0},
+                    **{k: {"type": "string", "format": "date-time"} for k in (
+                        "not_before", "not_after", "issued_at", "updated_at")},
+                    **{k: {"type": ["string", "null"], "format": "date-time"} for k in (
+                        "revoked_at", "invalidity_date")},
+                    "holder_id": {"type": ["string", "null"]}, "reason": {"type": ["string", "null"]},
+                    "certificate_pem": {"type": "string", "description": "issuance only"},
+                    "private_key_pem": {"type": "string", "description": "generated keys only: encrypted PKCS#8"}}},
+                "CertificatePage": {"type": "object", "required": ["certificates", "next_cursor"], "properties": {
+                    "certificates": {"type": "array", "items": {"$ref": "#/components/schemas/Certificate"}},
+                    "next_cursor": {"type": ["string", "null"]}}},
+                "AuditEntry": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                    "actor": {"type": "string"}, "action": {"type": "string"},
+                    "issuer": {"type": ["string", "null"]}, "serial": {"type": ["string", "null"]},
+                    "before": {"type": ["object", "null"]}, "after": {"type": ["object", "null"]},
+                    "idempotency_key": {"type": ["string", "null"]},
+                    "chain_seq": {"type": "integer", "description": "position in the audit hash chain"},
+                    "row_hash": {"type": "string", "description": "SHA-256 of the chain at this row, hex"}}},
+                "AuditPage": {"type": "object", "required": ["entries", "next_cursor"], "properties": {
+                    "entries": {"type": "array", "items": {"$ref": "#/components/schemas/AuditEntry"}},
+                    "next_cursor": {"type": ["string", "null"]}}},
+                "BatchResult": {"type": "object", "required": ["revoked", "failed", "results"], "properties": {
+                    "revoked": {"type": "integer"}, "failed": {"type": "integer"},
+                    "results": {"type": "array", "items": {"type": "object", "required": ["index", "ok"], "properties": {
+                        "index": {"type": "integer"}, "ok": {"type": "boolean"},
+                        "certificate": {"$ref": "#/components/schemas/Certificate"},
+                        "problem": {"$ref": "#/components/schemas/Problem"}}}}}},
             },
         },
     }  # fmt: skip

@@ -393,3 +393,41 @@ async def test_generated_keys_only_where_allowed(
     status, h, body = await keygen_api("/v1/certificates", officer, GENERATED, **{"Idempotency-Key": "k"})
     is_problem(status, h, body, 400, "validation")
     assert await pool.fetchval("SELECT count(*) FROM certificates WHERE profile = 'citizen-signing'") == 1
+
+
+async def test_paths_name_what_is_wrong(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    record = await issue(ca)
+    status, h, body = await api("GET", "/v1/certificates/moica/not-hex", token)
+    is_problem(status, h, body, 400, "validation")
+    assert "not-hex" in body["detail"]
+    status, h, body = await api("POST", f"/v1/certificates/MOICA/{record.serial_hex}/revoke", token)
+    is_problem(status, h, body, 404, "not-found")
+    assert "MOICA" in body["detail"]
+    # Other spellings of a serial are the same certificate.
+    colons = ":".join(record.serial_hex[i : i + 2] for i in range(0, len(record.serial_hex), 2))
+    status, _, body = await api("GET", f"/v1/certificates/moica/{colons.lower()}", token)
+    assert status == 200 and body["serial"] == record.serial_hex
+
+
+async def test_ca_side_certificates_are_not_changed_through_the_api(
+    api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock
+) -> None:
+    """A search by issuer also finds its OCSP signer; revoking that through the API (say, by
+    feeding a search into a batch) would take the responder down. Only the CA host may."""
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    signer = await pool.fetchval(
+        """SELECT c.serial FROM certificates c JOIN issuers i ON i.id = c.issuer_id
+           WHERE i.name = 'moica' AND c.profile = 'ocsp-signer'"""
+    )
+    serial = bytes(signer).hex().upper()
+    status, h, body = await api("POST", f"/v1/certificates/moica/{serial}/revoke", token, body={"reason": "superseded"})
+    is_problem(status, h, body, 409, "illegal-transition")
+    assert "ocsp-signer" in body["detail"]
+    record = await issue(ca)
+    status, _, body = await api("POST", "/v1/revocations:batch", token,
+                                body={"items": [{"issuer": "moica", "serial": serial},
+                                                {"issuer": "moica", "serial": record.serial_hex}]})  # fmt: skip
+    assert status == 207 and [r["ok"] for r in body["results"]] == [False, True]
+    assert body["results"][0]["problem"]["type"] == "urn:certstatus:problem:illegal-transition"
+    assert (await ca.get("moica", serial)).status.value == "good"
