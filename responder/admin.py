@@ -422,11 +422,14 @@ async def list_certificates(request: web.Request) -> web.Response:
     limit = _limit(request)
     async with request.app[POOL].acquire() as conn:
         issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
-        records = await db.find_certificates(conn, holder_id=holder, issuer_id=issuer_id, status=status, limit=limit,
+        # One row more than the page: a cursor only when there is a next page to read.
+        records = await db.find_certificates(conn, holder_id=holder, issuer_id=issuer_id, status=status,
+                                             limit=limit + 1,
                                              after=(after["issuer_id"], after["serial"]) if after else None)  # fmt: skip
         ids = {i.name: i.id for i in await db.list_issuers(conn)}
     next_cursor = None
-    if len(records) == limit:
+    if len(records) > limit:
+        records = records[:limit]
         last = records[-1]
         next_cursor = _cursor({"issuer_id": ids[last.issuer], "serial": format(last.serial, "X")})
     return _json({"certificates": [r.to_json() for r in records], "next_cursor": next_cursor})
@@ -444,8 +447,11 @@ async def list_audit(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
         entries = await db.list_audit(conn, issuer_id=issuer_id, serial=serial, actor=q.get("actor"), since=since,
-                                      until=until, limit=limit, after_id=after["id"] if after else None)  # fmt: skip
-    next_cursor = _cursor({"id": entries[-1].id}) if len(entries) == limit else None
+                                      until=until, limit=limit + 1, after_id=after["id"] if after else None)  # fmt: skip
+    next_cursor = None
+    if len(entries) > limit:
+        entries = entries[:limit]
+        next_cursor = _cursor({"id": entries[-1].id})
     return _json({"entries": [e.to_json() for e in entries], "next_cursor": next_cursor})
 
 

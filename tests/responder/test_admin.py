@@ -431,3 +431,16 @@ async def test_ca_side_certificates_are_not_changed_through_the_api(
     assert status == 207 and [r["ok"] for r in body["results"]] == [False, True]
     assert body["results"][0]["problem"]["type"] == "urn:certstatus:problem:illegal-transition"
     assert (await ca.get("moica", serial)).status.value == "good"
+
+
+async def test_a_full_last_page_has_no_cursor(api: Call, ca: CertificateAuthority, pool: asyncpg.Pool, clock: FakeClock) -> None:
+    token = await new_token(pool, clock, "ops", Role.OPERATOR)
+    for _ in range(4):
+        await issue(ca)
+    status, _, first = await api("GET", "/v1/certificates?holder=0000000111729553&limit=2", token)
+    assert status == 200 and len(first["certificates"]) == 2 and first["next_cursor"]
+    status, _, second = await api("GET", f"/v1/certificates?holder=0000000111729553&limit=2&cursor={first['next_cursor']}",
+                                  token)  # fmt: skip
+    assert len(second["certificates"]) == 2 and second["next_cursor"] is None
+    status, _, everything = await api("GET", "/v1/certificates?holder=0000000111729553&limit=4", token)
+    assert len(everything["certificates"]) == 4 and everything["next_cursor"] is None

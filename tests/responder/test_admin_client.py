@@ -321,7 +321,8 @@ async def test_list_and_audit_follow_cursors_with_all(
     assert [c["serial"] for c in every["certificates"]] == [r.serial_hex for r in mine]
     assert every["next_cursor"] is None
     pages = admin.seen[before:]
-    assert len(pages) == 3 and all(p.path_qs.startswith("/v1/certificates?") for p in pages)
+    # No empty page at the end: the API gives a cursor only when there is more.
+    assert len(pages) == -(-len(mine) // 2) and all(p.path_qs.startswith("/v1/certificates?") for p in pages)
     assert "cursor=" not in pages[0].path_qs and all("cursor=" in p.path_qs for p in pages[1:])
     # And so for the audit log.
     async with pool.acquire() as conn:
@@ -331,7 +332,7 @@ async def test_list_and_audit_follow_cursors_with_all(
     all_entries = orjson.loads((await cli("admin", "audit", "--actor", "test", "--limit", "3", "--all", "--json",
                                           *AUDITOR)).stdout)  # fmt: skip
     assert [e["id"] for e in all_entries["entries"]] == ids
-    assert len(admin.seen) - before == len(ids) // 3 + 1
+    assert len(admin.seen) - before == -(-len(ids) // 3)
 
 
 # Errors ------------------------------------------------------------------------------------------
@@ -575,7 +576,7 @@ async def test_the_client_class(
             await client.certificate("moica", "ABC")
         assert (caught.value.status, caught.value.slug) == (404, "not-found")
         pages = [page async for page in client.pages(client.audit, "entries", limit=2)]
-        assert [e["id"] for page in pages for e in page] == ids and len(pages) == len(ids) // 2 + 1
+        assert [e["id"] for page in pages for e in page] == ids and len(pages) == -(-len(ids) // 2)
     async with AdminClient(admin.url) as anonymous:
         with pytest.raises(AdminAPIError) as caught:
             await anonymous.issuers()
