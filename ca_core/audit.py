@@ -185,7 +185,12 @@ class ChainVerifier:
         self._prev = link.row_hash
         self._seq = link.chain_seq
 
-    def finish(self, head: Anchor | None) -> ChainReport:
+    def finish(self, head: Anchor | None, total_rows: int | None = None) -> ChainReport:
+        """``head`` as the database records it and ``total_rows`` (count of audit_log), both
+        read in the same snapshot as the rows."""
+        if total_rows is not None and total_rows != self.rows:
+            self._break(None, None, f"{total_rows - self.rows} row(s) in audit_log lie outside the chain "
+                        "(a chain_seq the walk never reaches)")  # fmt: skip
         if head is None:
             self._break(None, None, "the chain head record is missing")
         elif head.seq != self._seq or head.hash != self._prev:
@@ -206,9 +211,12 @@ class ChainVerifier:
 
 
 async def verify_chain(
-    links: AsyncIterable[ChainLink], head: Anchor | None, anchors: tuple[Anchor, ...] = ()
+    links: AsyncIterable[ChainLink],
+    head: Anchor | None,
+    anchors: tuple[Anchor, ...] = (),
+    total_rows: int | None = None,
 ) -> ChainReport:
     verifier = ChainVerifier(anchors)
     async for link in links:
         verifier.add(link)
-    return verifier.finish(head)
+    return verifier.finish(head, total_rows)

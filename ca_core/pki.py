@@ -249,7 +249,6 @@ async def _create_issuing_ca(
     await _record_ca_certificate(
         conn, issuer_id=root_id, issuer_name=root.slug, cert=cert, profile=ISSUING_CA_PROFILE, now=now
     )
-    await _audit(conn, actor, "issuer.create", root_id, cert, now)
     signer = await _issue_ocsp_signer(
         conn,
         vault,
@@ -260,6 +259,9 @@ async def _create_issuing_ca(
         actor=actor,
         validity=ocsp_validity,
     )
+    # Audit rows after the key generation and sealing: the first one locks the audit chain's
+    # head until this transaction commits, and every audited write of the CA waits for it.
+    await _audit(conn, actor, "issuer.create", root_id, cert, now)
     return cert, signer
 
 

@@ -100,7 +100,7 @@ class TokenParts:
 def parse_token(text: str) -> TokenParts:
     """Split a presented token; :class:`Unauthorized` if it cannot be one of ours."""
     match = _TOKEN.fullmatch(text.strip()) if isinstance(text, str) else None
-    if match is None:
+    if match is None or int(match.group(1)) >= 2**63:  # ids are bigint
         raise Unauthorized("the bearer token is not a certstatus token (cst_<id>_<secret>)")
     return TokenParts(int(match.group(1)), match.group(2))
 

@@ -19,21 +19,22 @@ JSON objects, and unknown fields are refused. Handlers are thin: parse, call
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
+import contextlib
 import datetime as dt
 import logging
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 import asyncpg
 import orjson
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ca_core.clock import Clock
 from ca_core.errors import (
@@ -48,7 +49,8 @@ from ca_core.errors import (
 )
 from ca_core.lifecycle import CertificateAuthority, Revocation, certificate_pem
 from ca_core.model import CertStatus, KeyType, parse_serial, parse_time
-from ca_core.profiles import ADMIN_CLIENT, CITIZEN_PROFILES, HolderSubject
+from ca_core.pkcs8 import encrypt_private_key
+from ca_core.profiles import CITIZEN_PROFILES, HolderSubject
 from ca_core.storage import postgres as db
 from ca_core.tokens import PERMISSIONS, Action, Role, Unauthorized, parse_token, verify_secret
 
@@ -148,14 +150,11 @@ async def errors(
     try:
         return await handler(request)
     except CAError as e:
-        for cls, status, slug, title in _ERRORS:
-            if isinstance(e, cls):
-                headers = {"WWW-Authenticate": 'Bearer realm="certstatus-admin"'} if status == 401 else None
-                if isinstance(e, RateLimited):
-                    headers = {"Retry-After": str(e.retry_after)}
-                return problem(status, slug, title, e.args[0] if e.args else title, headers)
-        _log.warning("admin API: %s", e)
-        return problem(400, "validation", "Invalid request", str(e))
+        status, slug, title, detail = problem_fields(e)
+        headers = {"WWW-Authenticate": 'Bearer realm="certstatus-admin"'} if status == 401 else None
+        if isinstance(e, RateLimited):
+            headers = {"Retry-After": str(e.retry_after)}
+        return problem(status, slug, title, detail, headers)
     except web.HTTPException as e:
         if e.status == 405:
             return problem(405, "method-not-allowed", "Method not allowed", f"{request.method} is not allowed here",
@@ -167,6 +166,19 @@ async def errors(
     except Exception:
         _log.exception("admin API: unexpected error in %s %s", request.method, request.path)
         return problem(500, "internal", "Internal error", "the request could not be completed; it was logged")
+
+
+def problem_fields(e: CAError) -> tuple[int, str, str, str]:
+    """(status, slug, title, detail) of a refusal. A storage failure's own text (server
+    messages, socket paths) goes to the log, not to the client."""
+    for cls, status, slug, title in _ERRORS:
+        if isinstance(e, cls):
+            if isinstance(e, StorageError):
+                _log.warning("admin API: %s", e)
+                return status, slug, title, "the database is unreachable or refused the operation (logged); retry later"
+            return status, slug, title, e.args[0] if e.args else title
+    _log.warning("admin API: %s", e)
+    return 400, "validation", "Invalid request", str(e)
 
 
 def _client(request: web.Request) -> str:
@@ -209,12 +221,20 @@ async def _token_credential(request: web.Request, header: str) -> tuple[str, Rol
             "or connect over TLS with a registered client certificate"
         )
     parts = parse_token(value)
-    async with request.app[POOL].acquire() as conn:
+    async with _connection(request, "check a token") as conn:
         row = await db.get_token(conn, parts.token_id)
         if row is None or row.revoked_at is not None or not verify_secret(parts.secret, row.secret_hash):
             raise Unauthorized("the token is unknown, revoked or wrong")
         await db.touch_token(conn, row.id, request.app[CLOCK].now())
     return f"token:{row.name}", Role(row.role)
+
+
+@contextlib.asynccontextmanager
+async def _connection(request: web.Request, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection whose failures are StorageError (503), like the lifecycle's."""
+    with db.storage_errors(what):
+        async with request.app[POOL].acquire() as conn:
+            yield conn
 
 
 def _peer_certificate(request: web.Request) -> bytes | None:
@@ -234,7 +254,7 @@ async def _certificate_credential(request: web.Request) -> tuple[str, Role]:
     assert der is not None
     cert = x509.load_der_x509_certificate(der)
     issuers = request.app[ISSUERS_BY_SUBJECT]
-    async with request.app[POOL].acquire() as conn:
+    async with _connection(request, "check a client certificate") as conn:
         issuer_key = cert.issuer.public_bytes()
         if issuer_key not in issuers:  # an issuer created since the server started
             issuers.clear()
@@ -315,7 +335,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 async def list_issuers(request: web.Request) -> web.Response:
     _require(request, Action.READ)
-    async with request.app[POOL].acquire() as conn:
+    async with _connection(request, "list the issuers") as conn:
         issuers = await db.list_issuers(conn)
     out = []
     for i in issuers:
@@ -420,7 +440,7 @@ async def list_certificates(request: web.Request) -> web.Response:
         raise ValidationError("holder must be a 16-digit holder number")
     after = _read_cursor(request, {"issuer_id", "serial"})
     limit = _limit(request)
-    async with request.app[POOL].acquire() as conn:
+    async with _connection(request, "search certificates") as conn:
         issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
         # One row more than the page: a cursor only when there is a next page to read.
         records = await db.find_certificates(conn, holder_id=holder, issuer_id=issuer_id, status=status,
@@ -444,7 +464,7 @@ async def list_audit(request: web.Request) -> web.Response:
     limit = _limit(request)
     since = _time(q["since"], "since") if "since" in q else None
     until = _time(q["until"], "until") if "until" in q else None
-    async with request.app[POOL].acquire() as conn:
+    async with _connection(request, "read the audit log") as conn:
         issuer_id = await _issuer_id(conn, q["issuer"]) if "issuer" in q else None
         entries = await db.list_audit(conn, issuer_id=issuer_id, serial=serial, actor=q.get("actor"), since=since,
                                       until=until, limit=limit + 1, after_id=after["id"] if after else None)  # fmt: skip
@@ -525,11 +545,7 @@ async def _issue_generated(
         subject=HolderSubject(holder["name"], holder["id"], email), validity=validity)  # fmt: skip
     out = record.to_json()
     out["certificate_pem"] = certificate_pem(record)
-    out["private_key_pem"] = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase.encode()),
-    ).decode()
+    out["private_key_pem"] = (await asyncio.to_thread(encrypt_private_key, key, passphrase.encode())).decode()
     return web.Response(status=201, body=orjson.dumps(out), content_type="application/json",
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
@@ -575,10 +591,9 @@ async def revoke_batch(request: web.Request) -> web.Response:
     results: list[dict[str, Any]] = []
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, CAError):
-            status, slug, title = next(((st, sl, t) for cls, st, sl, t in _ERRORS if isinstance(outcome, cls)),
-                                       (400, "validation", "Invalid request"))  # fmt: skip
+            status, slug, title, detail = problem_fields(outcome)
             results.append({"index": i, "ok": False, "problem": {
-                "type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": str(outcome)}})  # fmt: skip
+                "type": f"urn:certstatus:problem:{slug}", "title": title, "status": status, "detail": detail}})  # fmt: skip
         else:
             results.append({"index": i, "ok": True, "certificate": outcome.to_json()})
     failed = sum(1 for r in results if not r["ok"])
@@ -595,8 +610,10 @@ async def openapi(request: web.Request) -> web.Response:
 # (the lifecycle's checks), not the router's bare 404.
 _ISSUER = "{issuer}"
 _SERIAL = "{serial}"
-#: What the admin API may change: citizen and admin certificates, never CA-side ones.
-API_PROFILES: Final = frozenset(CITIZEN_PROFILES | {ADMIN_CLIENT.name})
+#: What the admin API may change: citizens' certificates. CA-side certificates belong to the CA
+#: host, and admin client certificates to 'certstatus admin cert' (else a registration
+#: officer could resume an operator's suspended credential).
+API_PROFILES: Final = CITIZEN_PROFILES
 
 
 def build_admin_app(
@@ -634,6 +651,7 @@ def admin_ssl_context(cert_file: str, key_file: str, key_password: bytes | None,
     DER), so only a certificate this CA issued gets past the handshake."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     try:
         ctx.load_cert_chain(cert_file, key_file, password=key_password)
     except (OSError, ssl.SSLError) as e:
@@ -646,8 +664,7 @@ def admin_ssl_context(cert_file: str, key_file: str, key_password: bytes | None,
 def openapi_document() -> dict[str, Any]:
     """OpenAPI 3.1 description of the routes above."""
     problem_ref = {"$ref": "#/components/responses/Problem"}
-    errors_ = {"400": problem_ref, "401": problem_ref, "403": problem_ref, "404": problem_ref, "409": problem_ref,
-               "429": problem_ref}  # fmt: skip
+    errors_ = {code: problem_ref for code in ("400", "401", "403", "404", "405", "409", "413", "429", "500", "503")}
     cert = {"200": {"description": "the certificate record",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificate"}}}}}  # fmt: skip
     path_params = [
@@ -661,7 +678,8 @@ def openapi_document() -> dict[str, Any]:
             "name": "serial",
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "pattern": "^[0-9A-Fa-f]{1,40}$"},
+            "schema": {"type": "string", "pattern": "^(0[xX])?[0-9A-Fa-f:]{1,80}$",
+                       "description": "hexadecimal, as printed (50CDEC...), with colons or 0x also accepted"},
         },
     ]
     idem = {

@@ -23,6 +23,7 @@ from ca_core.clock import SystemClock
 from ca_core.errors import ConfigurationError, IllegalTransition, NotFound, ValidationError
 from ca_core.lifecycle import certificate_pem
 from ca_core.model import CertRecord, CertStatus, KeyType
+from ca_core.pkcs8 import encrypt_private_key
 from ca_core.profiles import ADMIN_CLIENT, HolderSubject
 from ca_core.storage import postgres as db
 from ca_core.tokens import Role, check_name
@@ -91,23 +92,29 @@ async def cmd_cert_create(cfg: Config, args: argparse.Namespace, storage: Storag
         subject = HolderSubject(args.holder_name, args.holder_id, args.email)
         record, key = await ca.issue_with_generated_key(issuer=issuer, profile=ADMIN_CLIENT.name, actor=actor,
                                                         subject=subject, key_type=KeyType.parse(args.key_type))  # fmt: skip
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.BestAvailableEncryption(passphrase))  # fmt: skip
+        key_pem = encrypt_private_key(key, passphrase)
+    written: list[Path] = []
     try:
+        # The files first, the registration last: a credential is never registered whose
+        # key was not saved, and never left usable if anything here fails.
+        async with storage.pool.acquire() as conn:
+            issuer_row = await db.get_issuer(conn, issuer)
+        assert issuer_row is not None
+        chain = certificate_pem(record).encode() + x509.load_der_x509_certificate(
+            issuer_row.certificate
+        ).public_bytes(serialization.Encoding.PEM)
+        _new_file(cert_path, chain, 0o644)
+        written.append(cert_path)
+        if key_pem is not None:
+            _new_file(key_path, key_pem, 0o600)
+            written.append(key_path)
         await _register(storage, name=name, role=role, record=record, actor=actor)
-    except Exception:
-        # The certificate must not outlive a failed registration as a loose clientAuth credential.
+    except BaseException:
+        # The certificate must not outlive a failed creation as a loose clientAuth credential.
+        for path in written:
+            path.unlink(missing_ok=True)
         await ca.revoke(issuer, record.serial, actor=actor, reason="cessationOfOperation")
         raise
-    async with storage.pool.acquire() as conn:
-        issuer_row = await db.get_issuer(conn, issuer)
-    assert issuer_row is not None
-    chain = certificate_pem(record).encode() + x509.load_der_x509_certificate(issuer_row.certificate).public_bytes(
-        serialization.Encoding.PEM
-    )
-    _new_file(cert_path, chain, 0o644)
-    if key_pem is not None:
-        _new_file(key_path, key_pem, 0o600)
     out: dict[str, Any] = {"name": name, "role": role.value, "issuer": issuer, "serial": f"{record.serial:X}",
                            "not_after": record.not_after.isoformat(), "certificate": str(cert_path),
                            "key": str(key_path) if key_pem is not None else None}  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import ipaddress
 import os
 import re
 import sys
@@ -50,6 +51,13 @@ __all__ = [
 EXIT_OK, EXIT_ERROR = 0, 1
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def cmd_admin_serve(cfg: Config, args: argparse.Namespace, storage: Storage, lifetime: server.Lifetime) -> int:
     from .admin import admin_ssl_context, build_admin_app
     from .cli import _authority
@@ -65,6 +73,11 @@ async def cmd_admin_serve(cfg: Config, args: argparse.Namespace, storage: Storag
         passphrase = cfg.passphrase()
         ssl_context = admin_ssl_context(str(cfg.admin_tls_cert), str(cfg.admin_tls_key),
                                         passphrase.reveal() if passphrase is not None else None, trust)  # fmt: skip
+    if cfg.admin_allow_generated_keys and ssl_context is None and not _loopback(cfg.admin_host):
+        raise ConfigurationError(
+            "CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS sends private keys and their passphrases: on "
+            f"{cfg.admin_host} (not loopback) it needs TLS (CERTSTATUS_ADMIN_TLS_CERT and CERTSTATUS_ADMIN_TLS_KEY)"
+        )
     app = build_admin_app(storage.pool, _authority(cfg, storage, keys=cfg.passphrase() is not None), SystemClock(),
                           allow_generated_keys=cfg.admin_allow_generated_keys)  # fmt: skip
     async with server.serving(app, cfg.admin_host, cfg.admin_port, ssl_context=ssl_context):

@@ -31,7 +31,9 @@ async def cmd_audit_verify(cfg: Config, args: argparse.Namespace, storage: Stora
 
     anchors: tuple[Anchor, ...] = tuple(args.anchor or ())
     verifier = ChainVerifier(anchors, keep=args.max_breaks)
-    async with storage.pool.acquire() as conn:
+    # One snapshot for the rows, their count and the head: writes committing meanwhile (the
+    # CA keeps working) are simply not in it, instead of looking like rows gone missing.
+    async with storage.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         total = await db.count_audit(conn)
         progress = Progress("audit rows checked", total, unit="rows")
         async for link in db.iter_audit_chain(conn):
@@ -39,7 +41,7 @@ async def cmd_audit_verify(cfg: Config, args: argparse.Namespace, storage: Stora
             progress.update()
         progress.close()
         head = await db.audit_chain_head(conn)
-    report = verifier.finish(Anchor(*head) if head is not None else None)
+    report = verifier.finish(Anchor(*head) if head is not None else None, total)
     if args.json:
         _print_json({
             "intact": report.intact,

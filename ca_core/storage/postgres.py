@@ -145,6 +145,13 @@ async def migrate(conn: asyncpg.Connection, migrations: Sequence[Migration] | No
     wanted = list(migrations) if migrations is not None else load_migrations()
     applied_now: list[int] = []
     with storage_errors("apply migrations"):
+        encoding = await conn.fetchval("SHOW server_encoding")
+        if encoding != "UTF8":
+            # Certificate subjects are Unicode, and the audit chain hashes text as UTF-8.
+            raise MigrationError(
+                f"the database's encoding is {encoding}; certstatus needs UTF8 "
+                "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+            )
         await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
         try:
             await conn.execute(

@@ -31,9 +31,11 @@ async def issue(ca: CertificateAuthority, actor: str = "officer") -> CertRecord:
 
 
 async def verify(pool: asyncpg.Pool, anchors: tuple[Anchor, ...] = ()) -> ChainReport:
-    async with pool.acquire() as conn:
+    """As 'certstatus audit verify' does: rows, count and head from one snapshot."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await db.count_audit(conn)
         head = await db.audit_chain_head(conn)
-        return await verify_chain(db.iter_audit_chain(conn, batch=7), Anchor(*head) if head else None, anchors)
+        return await verify_chain(db.iter_audit_chain(conn, batch=7), Anchor(*head) if head else None, anchors, total)
 
 
 @pytest.fixture
@@ -193,6 +195,8 @@ async def test_head_and_rows_cannot_be_removed_through_the_application_role(
         await pool.execute("DELETE FROM audit_chain_head")
     with pytest.raises(asyncpg.RestrictViolationError, match="head cannot be removed"):
         await pool.execute("TRUNCATE audit_chain_head")
+    with pytest.raises(asyncpg.RestrictViolationError, match="moves only when an audit row is appended"):
+        await pool.execute("UPDATE audit_chain_head SET seq = 0")
     # What a caller puts in the chain columns is ignored: the trigger sets them.
     await pool.execute(
         """INSERT INTO audit_log (at, actor, action, chain_seq, prev_hash, row_hash)
@@ -275,3 +279,60 @@ async def test_migration_chains_the_rows_already_there(old_database: asyncpg.Con
     head = await db.audit_chain_head(old_database)
     report = await verify_chain(db.iter_audit_chain(old_database), Anchor(*head) if head else None)
     assert report.intact and report.rows == 6
+
+
+async def test_a_row_below_the_chain_is_caught_by_the_count(pool: asyncpg.Pool, history: list[CertRecord]) -> None:
+    """chain_seq >= 1 is a constraint; whoever drops it to slip a row in below the chain (where
+    the walk never goes) is caught by the row count of the same snapshot."""
+    with pytest.raises(asyncpg.CheckViolationError):
+        await tamper(pool, "INSERT INTO audit_log (at, actor, action, chain_seq, prev_hash, row_hash) "
+                           "VALUES (now(), 'x', 'certificate.revoke', 0, '\\x00', '\\x00')")  # fmt: skip
+    await pool.execute("ALTER TABLE audit_log DROP CONSTRAINT audit_log_chain_seq_positive")
+    try:
+        await tamper(pool, "INSERT INTO audit_log (at, actor, action, chain_seq, prev_hash, row_hash) "
+                           "VALUES (now(), 'x', 'certificate.revoke', 0, '\\x00', '\\x00')")  # fmt: skip
+        report = await verify(pool)
+        assert [b.problem for b in report.breaks] == [
+            "1 row(s) in audit_log lie outside the chain (a chain_seq the walk never reaches)"
+        ]
+    finally:
+        await tamper(pool, "DELETE FROM audit_log WHERE chain_seq = 0")
+        await pool.execute("ALTER TABLE audit_log ADD CONSTRAINT audit_log_chain_seq_positive CHECK (chain_seq >= 1)")
+
+
+async def test_writes_during_a_verification_are_not_breaks(
+    pool: asyncpg.Pool, ca: CertificateAuthority, history: list[CertRecord]
+) -> None:
+    record = await issue(ca)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        total = await db.count_audit(conn)
+        verifier = ChainVerifier()
+        async for link in db.iter_audit_chain(conn, batch=3):
+            verifier.add(link)
+            if verifier.rows == 2:  # the CA keeps working meanwhile
+                await ca.revoke("moica", record.serial, actor="token:ops")
+        head = await db.audit_chain_head(conn)
+    report = verifier.finish(Anchor(*head) if head else None, total)
+    assert report.intact, report.breaks
+    assert (await verify(pool)).rows == report.rows + 1
+
+
+async def test_a_database_not_in_utf8_is_refused(database_url: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from ca_core.errors import MigrationError
+
+    name = f"latin_{uuid.uuid4().hex[:12]}"
+    admin = await db.connect(database_url)
+    await admin.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        conn = await db.connect(urlunsplit(urlsplit(database_url)._replace(path=f"/{name}")))
+        try:
+            with pytest.raises(MigrationError, match="encoding is LATIN1; certstatus needs UTF8"):
+                await db.migrate(conn)
+            assert await db.schema_version(conn) == 0
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.close()

@@ -444,3 +444,26 @@ async def test_a_full_last_page_has_no_cursor(api: Call, ca: CertificateAuthorit
     assert len(second["certificates"]) == 2 and second["next_cursor"] is None
     status, _, everything = await api("GET", "/v1/certificates?holder=0000000111729553&limit=4", token)
     assert len(everything["certificates"]) == 4 and everything["next_cursor"] is None
+
+
+async def test_token_ids_beyond_the_column_are_just_unauthorized(api: Call) -> None:
+    status, h, body = await api("GET", "/v1/issuers", f"cst_9999999999999999999_{'A' * 43}")
+    is_problem(status, h, body, 401, "unauthorized")
+
+
+async def test_a_database_outage_is_503_everywhere(database_url: str, ca: CertificateAuthority, clock: FakeClock) -> None:
+    """Authentication and reads use the pool too: an outage there is 503 problem+json, not 500."""
+    broken = await db.create_pool(database_url, min_size=1, max_size=2)
+    await broken.close()  # every acquire now fails, as with the server gone
+    server = TestServer(build_admin_app(broken, ca, clock, limiter=FailureLimiter(limit=1000)))
+    await server.start_server()
+    try:
+        async with ClientSession() as http:
+            for path in ("/v1/issuers", "/v1/audit"):
+                async with http.get(str(server.make_url(path)), headers={"Authorization": f"Bearer cst_1_{'A' * 43}"}) as r:
+                    body = await r.json(content_type=None)
+                    assert r.status == 503 and r.content_type == "application/problem+json", body
+                    assert body["type"] == "urn:certstatus:problem:unavailable"
+                    assert "closed" not in body["detail"] and "pool" not in body["detail"]  # server text stays in the log
+    finally:
+        await server.close()

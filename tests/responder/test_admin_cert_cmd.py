@@ -160,3 +160,7 @@ def test_serve_refuses_half_a_tls_configuration(cli: Run, tmp_path: Path) -> Non
     out = cli("admin", "serve", expect=2, extra={"CERTSTATUS_ADMIN_TLS_CERT": str(server_crt),
                                                   "CERTSTATUS_ADMIN_TLS_KEY": str(tmp_path / "missing.key")})  # fmt: skip
     assert "cannot load the admin TLS certificate" in out.stderr
+    # Generated keys travel with their passphrases: never in clear beyond this host.
+    out = cli("admin", "serve", expect=2, extra={"CERTSTATUS_ADMIN_ALLOW_GENERATED_KEYS": "on",
+                                                  "CERTSTATUS_ADMIN_HOST": "0.0.0.0"})  # fmt: skip
+    assert "needs TLS" in out.stderr

@@ -223,3 +223,21 @@ def test_the_admin_client_profile_is_for_client_authentication_only() -> None:
     assert ADMIN_CLIENT.extended_key_usage == (ExtendedKeyUsageOID.CLIENT_AUTH,)
     assert ADMIN_CLIENT.key_usage(is_ec=True).digital_signature
     assert not ADMIN_CLIENT.key_usage(is_ec=True).content_commitment
+
+
+async def test_admin_certificates_are_not_changed_through_the_api(
+    tls_api: Callable[..., Call], ca: CertificateAuthority, pool: asyncpg.Pool, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A registration officer may suspend and resume citizens, not credentials: else one could
+    resume an operator's suspended certificate. Credentials are the CA host's business."""
+    record, _, _ = await _credential(ca, pool, tmp_path, "ops-gina", Role.OPERATOR)
+    await ca.suspend("moica", record.serial, actor="security")
+    token = make_token()
+    async with pool.acquire() as conn:
+        token_id = await db.insert_token(conn, name="ra-1", role="registration-officer", secret_hash=token.secret_hash,
+                                         now=clock.now())  # fmt: skip
+    for op in ("resume", "suspend", "revoke"):
+        status, body = await tls_api()("POST", f"/v1/certificates/moica/{record.serial:X}/{op}", {},
+                                       token=token.text(token_id))  # fmt: skip
+        assert status in (403, 409) and body["type"] != "urn:certstatus:problem:internal", (op, body)
+    assert (await ca.get("moica", record.serial)).status.value == "suspended"
