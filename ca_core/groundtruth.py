@@ -1,0 +1,285 @@
+"""What every certificate's status must be, for load generators that check each answer (sans-IO).
+
+``certstatus bench load`` writes it as it fills the system; the Locust suite and the fast
+generator read it, pick certificates by Zipf popularity, and hold every OCSP answer against
+it: a wrong status, a stale or not-yet-valid answer, or a bad signature is a failure, never
+a success.
+
+Files in one directory:
+
+- ``truth.bin``: fixed 23-byte records in popularity order (record 0 is Zipf rank 0, the most
+  asked-about certificate): issuer index (1 byte), serial (20 bytes, big-endian, left-padded
+  with zeros), status (1 byte: 0 good, 1 revoked, 2 suspended), CRL reason (1 byte; 255 none).
+  Memory-mapped by readers: 11 M certificates are 253 MB on disk and nothing in RAM until read.
+- ``truth.json``: format version, the issuers (name and CA certificate, PEM) in index order,
+  the count, ``rp_count`` (relying-party load asks only about records below it; the rest is
+  the admin pool, all good, which admin-load users change during a run), never-issued
+  serials (the answer to those is ``unauthorized``), the responder URL if known, and when.
+
+Records are written to a temporary file and renamed with the JSON last, so a reader never sees
+a half-written truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import json
+import mmap
+import os
+import random
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+
+__all__ = [
+    "BIN_NAME",
+    "JSON_NAME",
+    "AnswerChecker",
+    "Entry",
+    "Status",
+    "Truth",
+    "TruthWriter",
+    "zipf_rank",
+]
+
+FORMAT_VERSION: Final = 1
+BIN_NAME: Final = "truth.bin"
+JSON_NAME: Final = "truth.json"
+_RECORD: Final = struct.Struct("!B20sBB")
+_NO_REASON: Final = 255
+
+
+class Status(enum.IntEnum):
+    GOOD = 0
+    REVOKED = 1
+    SUSPENDED = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    issuer_index: int
+    serial: int
+    status: Status
+    reason: int | None
+
+
+class TruthWriter:
+    """Write a truth directory: :meth:`add` each certificate in popularity order, then :meth:`close`."""
+
+    def __init__(self, directory: Path, issuers: Sequence[tuple[str, bytes]]) -> None:
+        if not issuers or len(issuers) > 255:
+            raise ValueError("a truth needs 1 to 255 issuers")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._issuers = [(name, x509.load_der_x509_certificate(der)) for name, der in issuers]
+        self._tmp = self.directory / f".{BIN_NAME}.{os.getpid()}.tmp"
+        self._file = open(self._tmp, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in close()
+        self.count = 0
+
+    def add(self, issuer_index: int, serial: int, status: Status, reason: int | None) -> None:
+        if not 0 <= issuer_index < len(self._issuers):
+            raise ValueError(f"issuer index {issuer_index} is not one of the {len(self._issuers)} issuers")
+        if not 0 < serial < 1 << 160:
+            raise ValueError("a serial is a positive integer of at most 20 octets")
+        self._file.write(_RECORD.pack(issuer_index, serial.to_bytes(20, "big"), int(status),
+                                      _NO_REASON if reason is None else reason))  # fmt: skip
+        self.count += 1
+
+    def close(
+        self, *, rp_count: int, never_issued: Sequence[tuple[int, int]], responder_url: str | None = None
+    ) -> None:
+        if not 0 < rp_count <= self.count:
+            raise ValueError(f"rp_count must be between 1 and the {self.count} certificates written")
+        self._file.close()
+        os.replace(self._tmp, self.directory / BIN_NAME)
+        meta = {
+            "version": FORMAT_VERSION,
+            "count": self.count,
+            "rp_count": rp_count,
+            "issuers": [
+                {"name": name, "certificate_pem": cert.public_bytes(serialization.Encoding.PEM).decode()}
+                for name, cert in self._issuers
+            ],
+            "never_issued": [[i, format(s, "X")] for i, s in never_issued],
+            "responder_url": responder_url,
+            "written_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        tmp = self.directory / f".{JSON_NAME}.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, self.directory / JSON_NAME)
+
+
+class Truth:
+    """A truth directory, memory-mapped."""
+
+    def __init__(self, meta: dict[str, Any], mapped: mmap.mmap | bytes) -> None:
+        self.meta = meta
+        self._map = mapped
+        self.count: int = meta["count"]
+        self.rp_count: int = meta["rp_count"]
+        self.issuers: list[tuple[str, x509.Certificate]] = [
+            (i["name"], x509.load_pem_x509_certificate(i["certificate_pem"].encode())) for i in meta["issuers"]
+        ]
+        self.never_issued: list[tuple[int, int]] = [(i, int(s, 16)) for i, s in meta["never_issued"]]
+
+    @classmethod
+    def open(cls, directory: Path) -> Truth:
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / JSON_NAME).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no ground truth in {directory}: run 'certstatus bench load --certs N' first"
+            ) from None
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{directory / JSON_NAME}: truth format {meta.get('version')}, this code reads {FORMAT_VERSION}"
+            )
+        with open(directory / BIN_NAME, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size != meta["count"] * _RECORD.size:
+                raise ValueError(f"{directory / BIN_NAME} holds {size} bytes, not {meta['count']} records")
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        return cls(meta, mapped)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def entry(self, rank: int) -> Entry:
+        if not 0 <= rank < self.count:
+            raise IndexError(rank)
+        issuer, serial, status, reason = _RECORD.unpack_from(self._map, rank * _RECORD.size)
+        return Entry(issuer, int.from_bytes(serial, "big"), Status(status), None if reason == _NO_REASON else reason)
+
+
+def zipf_rank(n: int, rng: random.Random) -> int:
+    """A rank in [0, n) with probability close to 1/(rank+1) (Zipf, s = 1): the inverse of the
+    continuous CDF ln(k)/ln(n), constant time whatever n is."""
+    return min(n - 1, int(n ** rng.random()) - 1)
+
+
+class AnswerChecker:
+    """Check OCSP answers against the truth: status (and reason), serial, freshness, and the
+    signature by a responder certificate the issuer signed. Identical bytes (pre-signed
+    responses are served many times) are checked once; their freshness every time."""
+
+    def __init__(self, issuers: Sequence[tuple[str, x509.Certificate]], *, memo: int = 200_000) -> None:
+        self._issuers = list(issuers)
+        self._memo: dict[bytes, tuple[str | None, dt.datetime, dt.datetime | None]] = {}
+        self._memo_limit = memo
+        self._responders: dict[bytes, bool] = {}
+
+    def check(self, der: bytes, expected: Entry | None, now: dt.datetime) -> str | None:
+        """``None`` if the answer is right, else what is wrong. ``expected`` None means a
+        never-issued serial or unknown issuer: the answer must be ``unauthorized``."""
+        if expected is None:
+            try:
+                status = ocsp.load_der_ocsp_response(der).response_status
+            except ValueError as e:
+                return f"unparseable response: {e}"
+            return (
+                None if status is ocsp.OCSPResponseStatus.UNAUTHORIZED else f"expected unauthorized, got {status.name}"
+            )
+        key = (
+            hashlib.sha1(der).digest()
+            + expected.serial.to_bytes(20, "big")
+            + bytes((expected.status, expected.reason or 0))
+        )
+        cached = self._memo.get(key)
+        if cached is None:
+            cached = self._verify(der, expected)
+            if len(self._memo) >= self._memo_limit:
+                self._memo.clear()
+            self._memo[key] = cached
+        problem, this_update, next_update = cached
+        if problem is not None:
+            return problem
+        if this_update > now + dt.timedelta(minutes=5):
+            return f"stale: thisUpdate {this_update.isoformat()} is in the future"
+        if next_update is None or next_update < now:
+            return f"stale: nextUpdate {next_update.isoformat() if next_update else 'absent'} has passed"
+        return None
+
+    def _verify(self, der: bytes, expected: Entry) -> tuple[str | None, dt.datetime, dt.datetime | None]:
+        epoch = dt.datetime.fromtimestamp(0, dt.UTC)
+        try:
+            response = ocsp.load_der_ocsp_response(der)
+        except ValueError as e:
+            return f"unparseable response: {e}", epoch, None
+        if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return f"response status {response.response_status.name}", epoch, None
+        if response.serial_number != expected.serial:
+            return f"answer for serial {response.serial_number:X}, asked {expected.serial:X}", epoch, None
+        got = response.certificate_status
+        want = ocsp.OCSPCertStatus.GOOD if expected.status is Status.GOOD else ocsp.OCSPCertStatus.REVOKED
+        if got is not want:
+            return f"wrong status: {got.name}, the truth is {expected.status.name}", epoch, None
+        if expected.status is not Status.GOOD:
+            reason = response.revocation_reason
+            code = None if reason is None else _REASON_CODES.get(reason)
+            wanted_reason = 6 if expected.status is Status.SUSPENDED else expected.reason
+            if (code or 0) != (wanted_reason or 0):
+                return f"wrong reason: {reason}, the truth is {wanted_reason}", epoch, None
+        try:
+            problem = self._signature(response, expected.issuer_index)
+        except (UnsupportedAlgorithm, ValueError, TypeError) as e:  # a damaged certificate or signature
+            problem = f"bad signature: {e}"
+        return problem, response.this_update_utc, response.next_update_utc
+
+    def _signature(self, response: ocsp.OCSPResponse, issuer_index: int) -> str | None:
+        _, issuer = self._issuers[issuer_index]
+        certs = response.certificates
+        if not certs:
+            return "no responder certificate in the response"
+        responder = certs[0]
+        fingerprint = responder.fingerprint(hashes.SHA256()) + bytes((issuer_index,))
+        trusted = self._responders.get(fingerprint)
+        if trusted is None:
+            trusted = _signed_by(responder, issuer) and responder.issuer == issuer.subject
+            self._responders[fingerprint] = trusted
+        if not trusted:
+            return "the responder certificate was not issued by the certificate's issuer"
+        try:
+            _verify_with(responder.public_key(), response.signature, response.tbs_response_bytes,
+                         response.signature_hash_algorithm)  # fmt: skip
+        except InvalidSignature:
+            return "bad signature"
+        return None
+
+
+#: RFC 5280 CRLReason codes (7 is unused).
+_REASON_CODES: Final = {
+    x509.ReasonFlags.unspecified: 0, x509.ReasonFlags.key_compromise: 1, x509.ReasonFlags.ca_compromise: 2,
+    x509.ReasonFlags.affiliation_changed: 3, x509.ReasonFlags.superseded: 4,
+    x509.ReasonFlags.cessation_of_operation: 5, x509.ReasonFlags.certificate_hold: 6,
+    x509.ReasonFlags.remove_from_crl: 8, x509.ReasonFlags.privilege_withdrawn: 9, x509.ReasonFlags.aa_compromise: 10,
+}  # fmt: skip
+
+
+def _verify_with(key: Any, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> None:
+    if algorithm is None:
+        raise InvalidSignature("no hash algorithm")
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        key.verify(signature, data, ec.ECDSA(algorithm))
+    elif isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, data, padding.PKCS1v15(), algorithm)
+    else:
+        raise InvalidSignature(f"unsupported key {type(key).__name__}")
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        _verify_with(issuer.public_key(), cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError):
+        return False
+    return True
