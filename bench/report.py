@@ -1,0 +1,1230 @@
+#!/usr/bin/env python
+"""Turn one Locust run into a report: ``summary.md``, four PNG plots, and the raw inputs.
+
+```sh
+python bench/report.py RUN_DIR                 # writes bench/results/<YYYY-MM-DD>-<scenario>/
+python bench/report.py RUN_DIR --out DIR       # anywhere else
+```
+
+``bench.report.build_report(run_dir)`` does the same from Python and returns the directory
+written. Needs matplotlib (the ``bench`` extra); plots are drawn with the Agg backend, so no
+display is needed.
+
+Input: RUN_DIR holds what the Locust suite wrote during one run.
+
+| file | required | what |
+|---|---|---|
+| ``locust_stats.csv``, ``locust_stats_history.csv``, ``locust_failures.csv`` (``locust_exceptions.csv``) | the first two | Locust's ``--csv RUN_DIR/locust --csv-full-history`` output, unchanged |
+| ``meta.json`` | yes | ``scenario``, ``scale``, ``peak_rps_target``, ``duration_s``, ``generators``, ``commands``, ``commit``, ``started`` (ISO time, UTC if no offset: the moment ``t_s`` = 0), ``saturated``; optional ``delta_interval_s`` |
+| ``shape.csv`` | no | ``t_s,target_rps,users``: the load shape's planned curve; a row's target holds from its ``t_s`` until the next row's (the last until ``duration_s``) |
+| ``checks.csv`` | no | ``t_s,checked,wrong,stale,sig_fail``: per second since ``started``, verified OCSP answers and failed checks by kind |
+| ``propagation.csv`` | no | ``kind,change_at,ocsp_seen_s,delta_crl_seen_s``: seconds from the admin API's acknowledgement of a change until OCSP / the delta CRL showed it, empty if never |
+
+A missing optional input is reported as "not measured"; nothing is made up for it.
+
+OCSP requests are the Locust entries whose ``"<Type> <Name>"`` matches ``--ocsp-match``
+(default: contains "ocsp", any case); admin and CRL requests must not match it. The error
+rate and the latency goals are judged on them only (admin requests sign and commit, and are
+slower by design). Where several entries are OCSP, their combined percentile is bounded from
+above from each entry's percentiles and request counts (Locust writes no raw samples): the
+smallest latency at which the entries' listed percentiles guarantee the requested share of
+requests; it is exact with one entry. Latency over time uses the history's percentiles, which
+with ``--csv-full-history`` cover Locust's sliding window of about the last 10 s.
+
+Sustainable rate (the headroom figure): the shape's curve is cut into steps of constant
+target. A step is judged on its seconds after the first ``--settle`` (5 s: spawning, and the
+up to 3 s a Locust worker's counts take to reach the master), if at least 10 s remain (the
+latency window). It *held* if, in those seconds, the delivered OCSP rate (verified answers
+per second from checks.csv when present, else Locust's OCSP requests) was at least 95 % of
+the target, Locust's OCSP error rate was under 0.1 %, and every 10 s window's p99 inside it
+was under 50 ms. The sustainable rate is the highest target of a held step that is below
+the lowest target of any step that did not hold: the highest rate held with every lower
+rate of the run held too. If no step failed, the ceiling was not reached and the figure is
+a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import dataclasses
+import datetime as dt
+import json
+import math
+import re
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+# The load model (../shared/TAX_SEASON.md): the deadline day's busiest hour on MOICA, and
+# all residents with the chip ID card in the last 4 hours before the deadline.
+TAX_SEASON_PEAK_RPS = 100.0
+EID_BOUND_RPS = 5000.0
+
+ERROR_RATE_GOAL = 0.001  # a fraction: 0.1 %
+P99_GOAL_MS = 50.0
+PROPAGATION_GOAL_S = 1.0
+RATE_TOLERANCE = 0.95  # a step is held only if at least this share of its target was delivered
+WINDOW_S = 10.0  # Locust's CURRENT_RESPONSE_TIME_PERCENTILE_WINDOW
+DEFAULT_SETTLE_S = 5.0
+DEFAULT_OCSP_MATCH = r"(?i)ocsp"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+REQUIRED = ("meta.json", "locust_stats.csv", "locust_stats_history.csv")
+PLOT_FILES = {
+    "throughput": "throughput.png",
+    "latency": "latency.png",
+    "propagation": "propagation.png",
+    "checks": "checks.png",
+}
+NOT_MEASURED = "not measured"
+
+_PERCENTILE_COLUMN = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+
+class ReportError(Exception):
+    """The run directory cannot be reported on (a required file is missing or unreadable)."""
+
+
+# Inputs ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LocustEntry:
+    """One row of locust_stats.csv: a request type over the whole run."""
+
+    method: str
+    name: str
+    requests: int
+    failures: int
+    percentiles: dict[float, float]  # fraction -> ms; empty when Locust wrote N/A
+    max_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.name}".strip()
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryRow:
+    """One row of locust_stats_history.csv, time in seconds since the run's start."""
+
+    t: float
+    users: int
+    method: str
+    name: str
+    requests_total: int
+    failures_total: int
+    percentiles: dict[float, float]  # of Locust's last ~10 s (with --csv-full-history)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeRow:
+    t: float
+    target_rps: float
+    users: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckRow:
+    t: float
+    checked: int
+    wrong: int
+    stale: int
+    sig_fail: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    kind: str
+    change_at: str
+    ocsp_s: float | None  # None: never seen
+    delta_crl_s: float | None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _number(text: str | None) -> float | None:
+    """A CSV cell as a number; None for empty and Locust's "N/A"."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "N/A"):
+        return None
+    return float(text)
+
+
+def _count(text: str | None) -> int:
+    value = _number(text)
+    return 0 if value is None else int(value)
+
+
+def _percentiles(row: dict[str, str]) -> dict[float, float]:
+    found: dict[float, float] = {}
+    for column, cell in row.items():
+        match = _PERCENTILE_COLUMN.match(column or "")
+        value = _number(cell) if match else None
+        if match and value is not None:
+            found[float(match.group(1)) / 100] = value
+    return found
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO time as an aware datetime (UTC when it names no offset)."""
+    when = dt.datetime.fromisoformat(text.strip())
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def read_stats(path: Path) -> tuple[list[LocustEntry], LocustEntry | None]:
+    """(entries, the Aggregated row) of locust_stats.csv."""
+    entries: list[LocustEntry] = []
+    total = None
+    for row in _read_csv(path):
+        entry = LocustEntry(
+            method=row.get("Type", ""),
+            name=row.get("Name", ""),
+            requests=_count(row.get("Request Count")),
+            failures=_count(row.get("Failure Count")),
+            percentiles=_percentiles(row),
+            max_ms=_number(row.get("Max Response Time")) or 0.0,
+        )
+        if entry.name == "Aggregated" and not entry.method:
+            total = entry
+        else:
+            entries.append(entry)
+    return entries, total
+
+
+def read_history(path: Path, t0: float | None) -> tuple[list[HistoryRow], float]:
+    """The history's rows with time relative to ``t0`` (the first row's time if None), and t0.
+
+    Locust writes one row per entry per second; when its writer ran twice in a second, the
+    later row wins.
+    """
+    raw = _read_csv(path)
+    if not raw:
+        return [], t0 or 0.0
+    if t0 is None:
+        t0 = min(float(r["Timestamp"]) for r in raw)
+    latest: dict[tuple[float, str, str], HistoryRow] = {}
+    for r in raw:
+        row = HistoryRow(
+            t=float(r["Timestamp"]) - t0,
+            users=_count(r.get("User Count")),
+            method=r.get("Type", ""),
+            name=r.get("Name", ""),
+            requests_total=_count(r.get("Total Request Count")),
+            failures_total=_count(r.get("Total Failure Count")),
+            percentiles=_percentiles(r),
+        )
+        latest[(row.t, row.method, row.name)] = row
+    return sorted(latest.values(), key=lambda h: h.t), t0
+
+
+def read_shape(path: Path) -> list[ShapeRow]:
+    rows = [
+        ShapeRow(float(r["t_s"]), float(r["target_rps"]), _count(r.get("users")))
+        for r in _read_csv(path)
+        if _number(r.get("t_s")) is not None and _number(r.get("target_rps")) is not None
+    ]
+    return sorted(rows, key=lambda s: s.t)
+
+
+def read_checks(path: Path) -> list[CheckRow]:
+    rows = [
+        CheckRow(
+            float(r["t_s"]),
+            _count(r.get("checked")),
+            _count(r.get("wrong")),
+            _count(r.get("stale")),
+            _count(r.get("sig_fail")),
+        )
+        for r in _read_csv(path)
+        if _number(r.get("t_s")) is not None
+    ]
+    return sorted(rows, key=lambda c: c.t)
+
+
+def read_propagation(path: Path) -> list[Change]:
+    return [
+        Change(
+            kind=(r.get("kind") or "").strip() or "?",
+            change_at=(r.get("change_at") or "").strip(),
+            ocsp_s=_number(r.get("ocsp_seen_s")),
+            delta_crl_s=_number(r.get("delta_crl_seen_s")),
+        )
+        for r in _read_csv(path)
+    ]
+
+
+# Arithmetic ------------------------------------------------------------------------------------------------
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1); ``math.inf`` counts as larger than everything."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def percentile_upper_bound(parts: Iterable[tuple[float, dict[float, float]]], q: float) -> float | None:
+    """An upper bound of the q-percentile of several request types taken together.
+
+    ``parts`` are (request count, {fraction: ms}) per type, as Locust reports them. At a
+    latency x, a type contributes at least its largest listed fraction whose value is <= x;
+    the first x where the contributions reach q is returned. With a single type and q among
+    its listed fractions this is that type's own percentile; None when nothing was measured.
+    Locust rounds ranks down (``int(n * q)``), so a type's share is known to within one request.
+    """
+    usable = [(w, p) for w, p in parts if w > 0 and p]
+    total = sum(w for w, _ in usable)
+    if not usable:
+        return None
+    for x in sorted({v for _, p in usable for v in p.values()}):
+        share = sum(w * max((f for f, v in p.items() if v <= x), default=0.0) for w, p in usable) / total
+        if share >= q - 1e-12:
+            return x
+    return max(v for _, p in usable for v in p.values())
+
+
+class Counter:
+    """A cumulative count read at irregular times, as a function of time.
+
+    Locust's master only learns its workers' counts when they report (every 3 s), so its
+    history repeats a total for a few rows and then jumps. Only the readings where the total
+    changed are kept, and the count in between is interpolated linearly; a total that stood
+    still for longer than ``pause_s`` is taken as a real pause (nothing was sent).
+    """
+
+    def __init__(self, readings: Sequence[tuple[float, float]], pause_s: float = 5.0) -> None:
+        points: list[tuple[float, float]] = []
+        for i, (t, v) in enumerate(readings):
+            if i == 0:
+                points.append((t, v))
+                continue
+            previous = readings[i - 1]
+            if v != previous[1]:
+                if t - points[-1][0] > pause_s and previous[0] > points[-1][0]:
+                    points.append(previous)
+                points.append((t, v))
+        if readings and readings[-1][0] > points[-1][0]:
+            points.append(readings[-1])
+        self.points = points
+        self._times = [t for t, _ in points]
+
+    def at(self, t: float) -> float:
+        pts = self.points
+        if not pts:
+            return 0.0
+        if t <= pts[0][0]:
+            return pts[0][1]
+        if t >= pts[-1][0]:
+            return pts[-1][1]
+        i = bisect.bisect_left(self._times, t)
+        (t1, v1), (t2, v2) = pts[i - 1], pts[i]
+        return v1 + (v2 - v1) * (t - t1) / (t2 - t1)
+
+    def between(self, a: float, b: float) -> float:
+        return self.at(b) - self.at(a)
+
+
+@dataclasses.dataclass
+class RequestGroup:
+    """Locust entries taken together (the OCSP requests), over the run and over time."""
+
+    labels: list[str]
+    entries: list[LocustEntry]
+    exact: bool  # the run totals are Locust's own (one entry, or the Aggregated row)
+    run_requests: int
+    run_failures: int
+    run_percentiles: dict[float, float | None]
+    requests: list[Counter]
+    failures: list[Counter]
+    history: dict[float, list[tuple[Counter, HistoryRow]]]  # t -> (entry's counter, its row)
+    full_history: bool
+
+    def requests_between(self, a: float, b: float) -> float:
+        return sum(c.between(a, b) for c in self.requests)
+
+    def failures_between(self, a: float, b: float) -> float:
+        return sum(c.between(a, b) for c in self.failures)
+
+    def window_percentile(self, t: float, q: float) -> float | None:
+        """The group's q-percentile over Locust's window ending at history time t."""
+        parts = []
+        for counter, row in self.history.get(t, []):
+            weight = counter.between(t - WINDOW_S, t) if self.full_history else float(row.requests_total)
+            if q in row.percentiles:
+                parts.append((weight, row.percentiles))
+        return percentile_upper_bound(parts, q)
+
+
+def _entry_counters(rows: list[HistoryRow]) -> tuple[Counter, Counter]:
+    """Request and failure counters of one entry; it counted nothing before its first row."""
+    first = rows[0]
+    start = [(first.t - 1.0, 0.0)] if first.requests_total else []
+    requests = Counter(start + [(r.t, float(r.requests_total)) for r in rows])
+    failures = Counter(start + [(r.t, float(r.failures_total)) for r in rows])
+    return requests, failures
+
+
+def request_group(
+    entries: list[LocustEntry], total: LocustEntry | None, history: list[HistoryRow], pattern: re.Pattern[str]
+) -> tuple[RequestGroup, str]:
+    """The OCSP requests of the run, and a note on how they were picked."""
+    chosen = [e for e in entries if pattern.search(e.label)]
+    if chosen:
+        note = "Locust entries matching `{}`: {}".format(pattern.pattern, ", ".join(f'"{e.label}"' for e in chosen))
+    else:
+        chosen = [total] if total else []
+        note = (
+            f"no Locust entry matches `{pattern.pattern}`: every Locust request (the Aggregated row) is counted as OCSP"
+        )
+    everything = {e.label for e in entries}
+    use_total = total is not None and {e.label for e in chosen} in (everything, {total.label})
+    if use_total and total is not None:
+        run_entries = [total]
+    else:
+        run_entries = chosen
+    by_entry: dict[tuple[str, str], list[HistoryRow]] = {}
+    for row in history:
+        by_entry.setdefault((row.method, row.name), []).append(row)
+    full_history = any(key != ("", "Aggregated") for key in by_entry)
+    wanted = {(e.method, e.name) for e in run_entries}
+    if not full_history or not any(k in by_entry for k in wanted):
+        wanted = {("", "Aggregated")}
+        if chosen and not use_total:
+            note += "; the history has no per-entry rows (run Locust with --csv-full-history), so rates and latency over time are those of all requests"
+    requests, failures = [], []
+    timeline: dict[float, list[tuple[Counter, HistoryRow]]] = {}
+    for key in sorted(wanted):
+        rows = by_entry.get(key, [])
+        if not rows:
+            continue
+        req, fail = _entry_counters(rows)
+        requests.append(req)
+        failures.append(fail)
+        for row in rows:
+            timeline.setdefault(row.t, []).append((req, row))
+    run_parts = [(float(e.requests), e.percentiles) for e in run_entries]
+    group = RequestGroup(
+        labels=[e.label for e in chosen],
+        entries=run_entries,
+        exact=len(run_entries) == 1,
+        run_requests=sum(e.requests for e in run_entries),
+        run_failures=sum(e.failures for e in run_entries),
+        run_percentiles={q: percentile_upper_bound(run_parts, q) for q in (0.5, 0.95, 0.99)},
+        requests=requests,
+        failures=failures,
+        history=timeline,
+        full_history=full_history,
+    )
+    return group, note
+
+
+# The run ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Step:
+    start: float
+    end: float
+    target: float
+    judged: bool = False
+    reason: str = ""  # why it was not judged, or why it did not hold
+    delivered_rps: float | None = None
+    error_rate: float | None = None
+    p99_ms: float | None = None
+    held: bool = False
+
+
+@dataclasses.dataclass
+class Sustainable:
+    rate: float | None  # None: not measured
+    text: str
+    lower_bound: bool = False  # the ceiling was not reached
+    below: float | None = None  # every judged step failed; the lowest one
+
+
+@dataclasses.dataclass
+class Run:
+    run_dir: Path
+    meta: dict[str, Any]
+    started: dt.datetime
+    duration_s: float
+    entries: list[LocustEntry]
+    total: LocustEntry | None
+    ocsp: RequestGroup
+    ocsp_note: str
+    history_times: list[float]
+    failures: list[dict[str, str]] | None
+    shape: list[ShapeRow] | None
+    checks: list[CheckRow] | None
+    changes: list[Change] | None
+    settle_s: float
+    steps: list[Step] = dataclasses.field(default_factory=list)
+    sustainable: Sustainable = dataclasses.field(default_factory=lambda: Sustainable(None, NOT_MEASURED))
+
+
+def _optional(run_dir: Path, name: str, reader: Any) -> Any:
+    path = run_dir / name
+    return reader(path) if path.is_file() else None
+
+
+def load_run(run_dir: Path, *, ocsp_match: str = DEFAULT_OCSP_MATCH, settle_s: float = DEFAULT_SETTLE_S) -> Run:
+    missing = [name for name in REQUIRED if not (run_dir / name).is_file()]
+    if missing:
+        raise ReportError(f"{run_dir.name}: missing {', '.join(missing)}")
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ReportError(f"meta.json is not JSON: {e}") from e
+    started = parse_time(meta["started"]) if meta.get("started") else None
+    history, t0 = read_history(run_dir / "locust_stats_history.csv", started.timestamp() if started else None)
+    if started is None:
+        started = dt.datetime.fromtimestamp(t0, dt.UTC)
+    entries, total = read_stats(run_dir / "locust_stats.csv")
+    ocsp, note = request_group(entries, total, history, re.compile(ocsp_match))
+    history_times = sorted({h.t for h in history})
+    duration = _number(str(meta.get("duration_s", ""))) or (history_times[-1] if history_times else 0.0)
+    run = Run(
+        run_dir=run_dir,
+        meta=meta,
+        started=started,
+        duration_s=duration,
+        entries=entries,
+        total=total,
+        ocsp=ocsp,
+        ocsp_note=note,
+        history_times=history_times,
+        failures=_optional(run_dir, "locust_failures.csv", _read_csv),
+        shape=_optional(run_dir, "shape.csv", read_shape),
+        checks=_optional(run_dir, "checks.csv", read_checks),
+        changes=_optional(run_dir, "propagation.csv", read_propagation),
+        settle_s=settle_s,
+    )
+    run.steps = judge_steps(run)
+    run.sustainable = sustainable_rate(run.steps)
+    return run
+
+
+def shape_steps(shape: Sequence[ShapeRow], end: float) -> list[Step]:
+    """The curve as steps of constant target (equal neighbours merged)."""
+    steps: list[Step] = []
+    for i, row in enumerate(shape):
+        step_end = shape[i + 1].t if i + 1 < len(shape) else max(end, row.t)
+        if steps and steps[-1].target == row.target_rps:
+            steps[-1].end = step_end
+        else:
+            steps.append(Step(row.t, step_end, row.target_rps))
+    return [s for s in steps if s.end > s.start]
+
+
+def checked_between(checks: Sequence[CheckRow], a: float, b: float) -> int:
+    return sum(c.checked for c in checks if a <= c.t < b)
+
+
+def judge_steps(run: Run) -> list[Step]:
+    if not run.shape:
+        return []
+    steps = shape_steps(run.shape, run.duration_s)
+    for step in steps:
+        a, b = step.start + run.settle_s, step.end
+        if step.target <= 0:
+            step.reason = "no load planned"
+            continue
+        if b - a < WINDOW_S:
+            step.reason = f"too short to judge ({step.end - step.start:.0f} s; needs {run.settle_s + WINDOW_S:.0f})"
+            continue
+        if run.checks is not None:
+            step.delivered_rps = checked_between(run.checks, a, b) / (b - a)
+        elif run.ocsp.requests:
+            step.delivered_rps = run.ocsp.requests_between(a, b) / (b - a)
+        sent = run.ocsp.requests_between(a, b)
+        if sent > 0:
+            step.error_rate = run.ocsp.failures_between(a, b) / sent
+        # Without --csv-full-history the history's percentiles are cumulative: no step's own.
+        windows = [t for t in run.history_times if a + WINDOW_S <= t <= b] if run.ocsp.full_history else []
+        p99s = [p for p in (run.ocsp.window_percentile(t, 0.99) for t in windows) if p is not None]
+        step.p99_ms = max(p99s) if p99s else None
+        unmeasured = [
+            name
+            for name, value in (
+                ("delivered rate", step.delivered_rps),
+                ("error rate", step.error_rate),
+                ("p99", step.p99_ms),
+            )
+            if value is None
+        ]
+        if unmeasured:
+            step.reason = f"{' and '.join(unmeasured)} not measured"
+            if not run.ocsp.full_history:
+                step.reason += " (Locust ran without --csv-full-history)"
+            continue
+        assert step.delivered_rps is not None and step.error_rate is not None and step.p99_ms is not None
+        step.judged = True
+        misses = []
+        if step.delivered_rps < RATE_TOLERANCE * step.target:
+            misses.append(f"delivered {step.delivered_rps / step.target:.0%} of the target")
+        if step.error_rate >= ERROR_RATE_GOAL:
+            misses.append(f"error rate {fmt_pct(step.error_rate)}")
+        if step.p99_ms >= P99_GOAL_MS:
+            misses.append(f"p99 {fmt_ms(step.p99_ms)}")
+        step.held = not misses
+        step.reason = "; ".join(misses)
+    return steps
+
+
+def sustainable_rate(steps: Sequence[Step]) -> Sustainable:
+    judged = [s for s in steps if s.judged]
+    if not judged:
+        return Sustainable(None, f"{NOT_MEASURED} (no step of the load shape could be judged)")
+    failed = [s.target for s in judged if not s.held]
+    lowest_failure = min(failed, default=math.inf)
+    held = [s.target for s in judged if s.held and s.target < lowest_failure]
+    if not held:
+        return Sustainable(
+            0.0, f"none: the lowest rate judged, {fmt_rate(lowest_failure)}, did not hold", below=lowest_failure
+        )
+    rate = max(held)
+    if not failed:
+        return Sustainable(
+            rate, f"at least {fmt_rate(rate)} (every step held: the ceiling was not reached)", lower_bound=True
+        )
+    return Sustainable(rate, f"{fmt_rate(rate)} (the lowest step that did not hold: {fmt_rate(lowest_failure)})")
+
+
+# Formatting ------------------------------------------------------------------------------------------------
+
+
+def fmt_int(n: float) -> str:
+    return f"{round(n):,}"
+
+
+def fmt_rate(rps: float) -> str:
+    return f"{rps:,.0f}/s" if rps >= 10 else f"{rps:,.1f}/s"
+
+
+def fmt_pct(fraction: float) -> str:
+    pct = 100 * fraction
+    if pct == 0:
+        return "0 %"
+    return f"{pct:.2g} %" if pct < 1 else f"{pct:.1f} %"
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms:,.0f} ms"
+
+
+def fmt_s(seconds: float) -> str:
+    if math.isinf(seconds):
+        return "never"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.1f}×" if ratio >= 10 else f"{ratio:.2f}×"
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# Goals -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    goal: str
+    verdict: str  # "met", "missed" or "not measured"
+    figure: str
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def goals(run: Run) -> list[Goal]:
+    found: list[Goal] = []
+    name = "zero wrong answers (wrong status, stale, bad signature)"
+    if run.checks is None:
+        found.append(Goal(name, NOT_MEASURED, "no checks.csv"))
+    else:
+        checked = sum(c.checked for c in run.checks)
+        wrong, stale, sig = (sum(getattr(c, k) for c in run.checks) for k in ("wrong", "stale", "sig_fail"))
+        bad = wrong + stale + sig
+        if checked == 0 and bad == 0:
+            found.append(Goal(name, NOT_MEASURED, "checks.csv counts no verified answers"))
+        else:
+            figure = f"{fmt_int(bad)} wrong of {fmt_int(checked)} verified OCSP answers (wrong status {fmt_int(wrong)}, stale {fmt_int(stale)}, bad signature {fmt_int(sig)})"
+            found.append(Goal(name, _verdict(bad == 0), figure))
+
+    g = run.ocsp
+    name = f"OCSP error rate < {fmt_pct(ERROR_RATE_GOAL)}"
+    if g.run_requests == 0:
+        found.append(Goal(name, NOT_MEASURED, "Locust sent no OCSP requests"))
+    else:
+        rate = g.run_failures / g.run_requests
+        figure = f"{fmt_pct(rate)} ({fmt_int(g.run_failures)} failed of {fmt_int(g.run_requests)} Locust OCSP requests"
+        if run.total and run.total.requests and run.total.label not in {e.label for e in g.entries}:
+            figure += f"; all Locust requests: {fmt_pct(run.total.failures / run.total.requests)}"
+        found.append(Goal(name, _verdict(rate < ERROR_RATE_GOAL), figure + ")"))
+
+    name = f"OCSP p99 < {fmt_ms(P99_GOAL_MS)}"
+    p99 = g.run_percentiles.get(0.99)
+    if p99 is None:
+        found.append(Goal(name, NOT_MEASURED, "no OCSP latency in locust_stats.csv"))
+    else:
+        if g.exact:
+            figure = f"{fmt_ms(p99)} (over the run, at the generator)"
+        else:
+            each = ", ".join(f"{e.label} {fmt_ms(e.percentiles[0.99])}" for e in g.entries if 0.99 in e.percentiles)
+            figure = (
+                f"≤ {fmt_ms(p99)} (over the run, at the generator; an upper bound from the request types' own: {each})"
+            )
+        found.append(Goal(name, _verdict(p99 < P99_GOAL_MS), figure))
+
+    name = f"revocation propagation to OCSP p99 < {fmt_s(PROPAGATION_GOAL_S)}"
+    if run.changes is None:
+        found.append(Goal(name, NOT_MEASURED, "no propagation.csv"))
+    elif not run.changes:
+        found.append(Goal(name, NOT_MEASURED, "propagation.csv has no rows"))
+    else:
+        seen = [c.ocsp_s if c.ocsp_s is not None else math.inf for c in run.changes]
+        p99s = nearest_rank(seen, 0.99)
+        never = sum(1 for s in seen if math.isinf(s))
+        figure = f"{fmt_s(p99s)} (p50 {fmt_s(nearest_rank(seen, 0.5))}; {fmt_int(len(seen))} changes, {fmt_int(never)} never seen)"
+        found.append(Goal(name, _verdict(p99s < PROPAGATION_GOAL_S), figure))
+    return found
+
+
+# Plots -----------------------------------------------------------------------------------------------------
+
+
+def _figure(rows: int = 1) -> tuple[Any, Any]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height = 4.5 if rows == 1 else 6.5
+    fig = Figure(figsize=(10, height))
+    FigureCanvasAgg(fig)
+    # Fixed margins (room for a second y axis on the right): a layout engine would draw twice.
+    fig.subplots_adjust(left=0.08, right=0.91, bottom=0.5 / height, top=1 - 0.4 / height, hspace=0.15)
+    axes = fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0]
+    return fig, axes
+
+
+def _legend(*axes: Any) -> None:
+    handles, labels = [], []
+    for ax in axes:
+        h, la = ax.get_legend_handles_labels()
+        handles += h
+        labels += la
+    if handles:
+        axes[0].legend(handles, labels, loc="upper left", fontsize="small")
+
+
+def _seconds(run: Run) -> list[float]:
+    end = max([run.duration_s, *run.history_times[-1:]])
+    return [float(t) for t in range(int(math.ceil(end)) + 1)]
+
+
+def plot_throughput(run: Run, path: Path) -> None:
+    fig, (ax,) = _figure()
+    seconds = _seconds(run)
+    for step in run.steps:
+        if step.judged:
+            ax.axvspan(step.start, step.end, color="tab:green" if step.held else "tab:red", alpha=0.08, lw=0)
+    if run.shape:
+        ts = [s.t for s in run.shape] + [max(run.duration_s, run.shape[-1].t)]
+        ax.step(
+            ts,
+            [s.target_rps for s in run.shape] + [run.shape[-1].target_rps],
+            where="post",
+            color="black",
+            ls="--",
+            label="target (shape.csv)",
+        )
+    if run.checks is not None:
+        ax.plot(
+            [c.t for c in run.checks],
+            [c.checked for c in run.checks],
+            color="tab:blue",
+            lw=1,
+            label="verified OCSP answers/s (checks.csv)",
+        )
+    if run.ocsp.requests:
+        # Locust's master hears from its workers every 3 s: a 5 s average hides the lumps.
+        ax.plot(
+            seconds,
+            [run.ocsp.requests_between(t - 2.5, t + 2.5) / 5 for t in seconds],
+            color="tab:orange",
+            lw=1,
+            label="Locust OCSP requests/s (5 s average)",
+        )
+    if run.sustainable.rate:
+        ax.axhline(
+            run.sustainable.rate,
+            color="tab:green",
+            lw=1,
+            ls=":",
+            label=f"sustainable rate {fmt_rate(run.sustainable.rate)}",
+        )
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("requests per second")
+    ax.set_ylim(bottom=0)
+    err = ax.twinx()
+    rates = []
+    for t in seconds:
+        sent = run.ocsp.requests_between(t - WINDOW_S, t)
+        rates.append(100 * run.ocsp.failures_between(t - WINDOW_S, t) / sent if sent > 0 else math.nan)
+    if run.ocsp.requests:
+        err.plot(seconds, rates, color="tab:red", lw=1, label="OCSP error rate, last 10 s (%)")
+    err.axhline(
+        100 * ERROR_RATE_GOAL, color="tab:red", lw=0.8, ls=":", label=f"error-rate goal {fmt_pct(ERROR_RATE_GOAL)}"
+    )
+    err.set_yscale("symlog", linthresh=0.01)
+    err.set_ylim(0, 100)
+    err.set_ylabel("error rate (%)")
+    _legend(ax, err)
+    ax.set_title(
+        f"{run.meta.get('scenario', '?')}: throughput and errors against the target (green: step held, red: did not)"
+    )
+    fig.savefig(path, dpi=100)
+
+
+def plot_latency(run: Run, path: Path) -> None:
+    fig, (ax,) = _figure()
+    times = sorted(run.ocsp.history)
+    any_positive = False
+    for q, color in ((0.5, "tab:blue"), (0.95, "tab:orange"), (0.99, "tab:red")):
+        values = [run.ocsp.window_percentile(t, q) for t in times]
+        points = [(t, v) for t, v in zip(times, values, strict=True) if v is not None and v > 0]
+        any_positive = any_positive or bool(points)
+        ax.plot([t for t, _ in points], [v for _, v in points], color=color, lw=1, label=f"p{round(q * 100)}")
+    ax.axhline(P99_GOAL_MS, color="black", ls="--", lw=0.8, label=f"p99 goal {fmt_ms(P99_GOAL_MS)}")
+    if any_positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("OCSP latency at the generator (ms)")
+    window = "Locust's last ~10 s" if run.ocsp.full_history else "cumulative (history without --csv-full-history)"
+    ax.set_title(f"{run.meta.get('scenario', '?')}: OCSP latency percentiles ({window})")
+    _legend(ax)
+    fig.savefig(path, dpi=100)
+
+
+def plot_propagation(changes: Sequence[Change], path: Path, title: str) -> None:
+    fig, (ax,) = _figure()
+    n = len(changes)
+    for label, values, color in (
+        ("OCSP", [c.ocsp_s for c in changes], "tab:blue"),
+        ("delta CRL", [c.delta_crl_s for c in changes], "tab:orange"),
+    ):
+        seen = sorted(max(v, 1e-3) for v in values if v is not None)
+        if seen:
+            never = n - len(seen)
+            suffix = f", {never} never seen" if never else ""
+            ax.step(
+                seen,
+                [(i + 1) / n for i in range(len(seen))],
+                where="post",
+                color=color,
+                label=f"{label} ({len(seen)} of {n}{suffix})",
+            )
+    ax.axvline(PROPAGATION_GOAL_S, color="black", ls="--", lw=0.8, label=f"goal {fmt_s(PROPAGATION_GOAL_S)}")
+    ax.axhline(0.99, color="grey", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("seconds from the admin API's acknowledgement until the change was seen")
+    ax.set_ylabel("share of changes")
+    ax.set_title(title)
+    _legend(ax)
+    fig.savefig(path, dpi=100)
+
+
+def plot_checks(checks: Sequence[CheckRow], path: Path, title: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (top, bottom) = _figure(rows=2)
+    ts = [c.t for c in checks]
+    top.plot(ts, [c.checked for c in checks], color="tab:blue", lw=1, label="verified OCSP answers/s")
+    top.set_ylabel("answers per second")
+    top.set_ylim(bottom=0)
+    _legend(top)
+    for key, label, color in (
+        ("wrong", "wrong status", "tab:red"),
+        ("stale", "stale", "tab:orange"),
+        ("sig_fail", "bad signature", "tab:purple"),
+    ):
+        values = [getattr(c, key) for c in checks]
+        bottom.step(ts, values, where="post", color=color, lw=1, label=f"{label} (total {fmt_int(sum(values))})")
+    bottom.set_ylabel("failed checks per second")
+    bottom.set_ylim(bottom=0)
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.set_xlabel("time since start (s)")
+    _legend(bottom)
+    top.set_title(title)
+    fig.savefig(path, dpi=100)
+
+
+# The summary -----------------------------------------------------------------------------------------------
+
+
+def saturation_flags(meta: dict[str, Any]) -> tuple[dict[str, bool], dict[str, Any]]:
+    """meta.json's ``saturated``: (generator name -> saturated, its other entries as details)."""
+    saturated = meta.get("saturated")
+    if not isinstance(saturated, dict):
+        return {}, {}
+    flags = {k: v for k, v in saturated.items() if isinstance(v, bool)}
+    return flags, {k: v for k, v in saturated.items() if k not in flags}
+
+
+def _generators(run: Run) -> list[str]:
+    flags, details = saturation_flags(run.meta)
+    lines = ["| generator | processes | load | saturated |", "|---|--:|---|---|"]
+    for g in run.meta.get("generators") or []:
+        name = g.get("name", "?")
+        sat = flags.get(name)
+        sat_text = "not recorded" if sat is None else ("**yes**" if sat else "no")
+        lines.append(f"| {_cell(name)} | {_cell(g.get('processes', '–'))} | {_cell(g.get('load', '–'))} | {sat_text} |")
+    if len(lines) == 2:
+        lines.append("| not recorded | | | |")
+    if details:
+        lines += ["", "Saturation details (meta.json): " + ", ".join(f"{k} {v}" for k, v in details.items()) + "."]
+    return lines
+
+
+def _step_table(run: Run) -> list[str]:
+    lines = [
+        "| from (s) | to (s) | target (/s) | delivered (/s) | delivered / target | OCSP error rate | worst 10 s p99 | held |",
+        "|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for s in run.steps:
+        delivered = "–" if s.delivered_rps is None else f"{s.delivered_rps:,.0f}"
+        ratio = "–" if s.delivered_rps is None or s.target <= 0 else f"{s.delivered_rps / s.target:.0%}"
+        err = "–" if s.error_rate is None else fmt_pct(s.error_rate)
+        p99 = "–" if s.p99_ms is None else fmt_ms(s.p99_ms)
+        if s.judged:
+            held = "yes" if s.held else f"**no**: {s.reason}"
+        else:
+            held = f"not judged: {s.reason}"
+        lines.append(
+            f"| {s.start:,.0f} | {s.end:,.0f} | {s.target:,.0f} | {delivered} | {ratio} | {err} | {p99} | {held} |"
+        )
+    return lines
+
+
+def _headroom(run: Run) -> list[str]:
+    lines = ["## Headroom", ""]
+    sus = run.sustainable
+    if run.shape is None:
+        lines.append(f"Sustainable rate: **{NOT_MEASURED}** (no shape.csv: the target curve is unknown).")
+        return lines
+    lines.append(f"Sustainable rate: **{sus.text}**.")
+    lines.append("")
+    if sus.rate is not None:
+        if sus.below is not None:
+            lines.append(
+                f"Headroom: below {fmt_ratio(sus.below / TAX_SEASON_PEAK_RPS)} the tax-season peak ({fmt_rate(TAX_SEASON_PEAK_RPS)}) "
+                f"and below {fmt_ratio(sus.below / EID_BOUND_RPS)} the national eID bound ({fmt_rate(EID_BOUND_RPS)})."
+            )
+        else:
+            at_least = "at least " if sus.lower_bound else ""
+            lines.append(
+                f"Headroom: {at_least}**{fmt_ratio(sus.rate / TAX_SEASON_PEAK_RPS)}** the tax-season peak ({fmt_rate(TAX_SEASON_PEAK_RPS)}, ×1) "
+                f"and {at_least}**{fmt_ratio(sus.rate / EID_BOUND_RPS)}** the national eID bound ({fmt_rate(EID_BOUND_RPS)}, ×50)."
+            )
+    else:
+        lines.append(f"Headroom: {NOT_MEASURED}.")
+    lines.append("")
+    source = (
+        "verified answers per second from checks.csv"
+        if run.checks is not None
+        else "Locust's OCSP requests per second (no checks.csv)"
+    )
+    lines.append(
+        f"Definition: the load shape is cut into steps of constant target. A step is judged on its seconds after the first "
+        f"{run.settle_s:g} s (spawning, and worker reports reaching Locust's master), if at least {WINDOW_S:g} s remain. It held if the "
+        f"delivered OCSP rate ({source}) was at least {RATE_TOLERANCE:.0%} of the target, Locust's OCSP error rate was under "
+        f"{fmt_pct(ERROR_RATE_GOAL)}, and the p99 of every {WINDOW_S:g} s window inside it was under {fmt_ms(P99_GOAL_MS)}. The sustainable "
+        f"rate is the highest target held below the lowest target that did not hold (every lower rate of the run held too)."
+    )
+    flags, _ = saturation_flags(run.meta)
+    if any(flags.values()):
+        names = ", ".join(k for k, v in flags.items() if v)
+        lines += [
+            "",
+            f"Generator(s) {names} saturated: where a step fell short of its rate, the shortfall may be the generator's, not the responder's.",
+        ]
+    lines += ["", *_step_table(run)]
+    return lines
+
+
+def _request_types(run: Run) -> list[str]:
+    lines = [
+        "| request | OCSP | requests | failures | error rate | p50 | p95 | p99 | max |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    ocsp_labels = set(run.ocsp.labels)
+    for e in [*run.entries, *([run.total] if run.total else [])]:
+        p = e.percentiles
+        cols = ["–" if q not in p else fmt_ms(p[q]) for q in (0.5, 0.95, 0.99)]
+        err = fmt_pct(e.failures / e.requests) if e.requests else "–"
+        is_ocsp = "yes" if e.label in ocsp_labels and e is not run.total else ""
+        lines.append(
+            f"| {_cell(e.label)} | {is_ocsp} | {fmt_int(e.requests)} | {fmt_int(e.failures)} | {err} | {' | '.join(cols)} | {fmt_ms(e.max_ms)} |"
+        )
+    return lines
+
+
+def _failures(run: Run) -> list[str]:
+    if run.failures is None:
+        return [f"Locust failures: {NOT_MEASURED} (no locust_failures.csv)."]
+    if not run.failures:
+        return ["Locust recorded no failures."]
+    ordered = sorted(run.failures, key=lambda r: -_count(r.get("Occurrences")))
+    lines = ["| request | error | occurrences | first seen | last seen |", "|---|---|--:|---|---|"]
+    for r in ordered[:10]:
+        label = f"{r.get('Method', '')} {r.get('Name', '')}".strip()
+        lines.append(
+            f"| {_cell(label)} | {_cell(r.get('Error', ''))} | {fmt_int(_count(r.get('Occurrences')))} | {r.get('First Seen', '')} | {r.get('Last Seen', '')} |"
+        )
+    if len(ordered) > 10:
+        lines.append(f"\n{len(ordered) - 10} more kinds in locust_failures.csv.")
+    return lines
+
+
+def _propagation(run: Run) -> list[str]:
+    if run.changes is None:
+        return [f"Revocation propagation: {NOT_MEASURED} (no propagation.csv)."]
+    if not run.changes:
+        return [f"Revocation propagation: {NOT_MEASURED} (propagation.csv has no rows)."]
+    lines = [
+        "Seconds from the admin API's acknowledgement until the change showed; a change never seen counts as infinitely late.",
+        "",
+        "| kind | changes | OCSP p50 | OCSP p99 | OCSP max | never in OCSP | delta CRL p50 | delta CRL p99 | delta CRL max | never in a delta CRL |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    kinds = sorted({c.kind for c in run.changes})
+    for kind in [*kinds, "all"]:
+        rows = [c for c in run.changes if kind in ("all", c.kind)]
+        cells = [f"**{kind}**" if kind == "all" else kind, fmt_int(len(rows))]
+        for attr in ("ocsp_s", "delta_crl_s"):
+            values = [getattr(c, attr) if getattr(c, attr) is not None else math.inf for c in rows]
+            cells += [
+                fmt_s(nearest_rank(values, 0.5)),
+                fmt_s(nearest_rank(values, 0.99)),
+                fmt_s(max(values)),
+                fmt_int(sum(math.isinf(v) for v in values)),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    interval = _number(str(run.meta.get("delta_interval_s", "")))
+    crl = [c.delta_crl_s if c.delta_crl_s is not None else math.inf for c in run.changes]
+    if interval:
+        bound = interval + PROPAGATION_GOAL_S
+        p99 = nearest_rank(crl, 0.99)
+        lines += [
+            "",
+            f"Delta CRL p99 {fmt_s(p99)} against its bound, the delta interval + 1 s = {fmt_s(bound)}: {_verdict(p99 < bound)}.",
+        ]
+    else:
+        lines += [
+            "",
+            "The delta CRL has no 1 s goal: it is bounded by the delta interval + 1 s (meta.json names no delta_interval_s, so it is not judged here).",
+        ]
+    return lines
+
+
+def _checks(run: Run) -> list[str]:
+    if run.checks is None:
+        return [f"Answer checks: {NOT_MEASURED} (no checks.csv)."]
+    checked = sum(c.checked for c in run.checks)
+    peak = max((c.checked for c in run.checks), default=0)
+    totals = {k: sum(getattr(c, k) for c in run.checks) for k in ("wrong", "stale", "sig_fail")}
+    first_bad = next((c.t for c in run.checks if c.wrong or c.stale or c.sig_fail), None)
+    text = (
+        f"{fmt_int(checked)} OCSP answers verified (peak {fmt_int(peak)} in one second); wrong status {fmt_int(totals['wrong'])}, "
+        f"stale {fmt_int(totals['stale'])}, bad signature {fmt_int(totals['sig_fail'])}"
+    )
+    if first_bad is not None:
+        text += f"; the first failed check at t = {first_bad:,.0f} s"
+    return [text + "."]
+
+
+_META_USED = {
+    "scenario",
+    "scale",
+    "peak_rps_target",
+    "duration_s",
+    "generators",
+    "commands",
+    "commit",
+    "started",
+    "saturated",
+}
+
+
+def _other_meta(meta: dict[str, Any]) -> list[str]:
+    """meta.json's other scalar entries, as recorded."""
+    other = [f"{k} {v}" for k, v in meta.items() if k not in _META_USED and isinstance(v, str | int | float | bool)]
+    return [f"- Also recorded: {', '.join(other)}"] if other else []
+
+
+def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]) -> str:
+    meta = run.meta
+    scenario = meta.get("scenario", "?")
+    lines = [f"# Load run: {scenario}", ""]
+    peak = _number(str(meta.get("peak_rps_target", "")))
+    lines += [
+        f"- Scenario: {scenario}, scale ×{meta.get('scale', '?')}, peak target {fmt_rate(peak) if peak else 'not recorded'} OCSP checks",
+        f"- Started: {run.started.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC; duration {run.duration_s:,.0f} s",
+        f"- Commit: {meta.get('commit') or 'not recorded'}",
+        *_other_meta(meta),
+        f"- OCSP requests: {run.ocsp_note}",
+        "- Made by `python bench/report.py RUN_DIR` from the files listed at the end.",
+        "",
+        "## Goals",
+        "",
+        "| goal | verdict | figure |",
+        "|---|---|---|",
+    ]
+    for g in goals(run):
+        verdict = f"**{g.verdict}**" if g.verdict == "missed" else g.verdict
+        lines.append(f"| {_cell(g.goal)} | {verdict} | {_cell(g.figure)} |")
+    lines += ["", *_headroom(run), "", "## Generators", "", *_generators(run), ""]
+    if run.shape:
+        lines.append(
+            f"Planned peak: {fmt_rate(max(s.target_rps for s in run.shape))} with {fmt_int(max(s.users for s in run.shape))} Locust users (shape.csv). "
+            "Latency and error rates are Locust's only: another generator's requests count in the delivered rate (checks.csv) and nowhere else."
+        )
+        lines.append("")
+    lines += ["## Locust requests by type", "", *_request_types(run), "", "### Failures", "", *_failures(run), ""]
+    lines += [
+        "## Revocation propagation",
+        "",
+        *_propagation(run),
+        "",
+        "## Answer checks",
+        "",
+        *_checks(run),
+        "",
+        "## Plots",
+        "",
+    ]
+    captions = {
+        "throughput": "Throughput and error rate against the target load curve",
+        "latency": "OCSP latency percentiles over time",
+        "propagation": "Revocation propagation (CDF)",
+        "checks": "Verified answers and failed checks over time",
+    }
+    for key, caption in captions.items():
+        file = plots.get(key)
+        lines.append(f"![{caption}]({file})" if file else f"- {caption}: {NOT_MEASURED}")
+        lines.append("")
+    commands = meta.get("commands") or []
+    lines += ["## Command lines", ""]
+    if commands:
+        lines += ["```sh", *[str(c) for c in commands], "```"]
+    else:
+        lines.append("not recorded")
+    lines += ["", "## Files", "", ", ".join(f"`{name}`" for name in copied), ""]
+    return "\n".join(lines)
+
+
+# Putting it together ---------------------------------------------------------------------------------------
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run"
+
+
+def default_out_dir(run: Run) -> Path:
+    return RESULTS_DIR / f"{run.started.astimezone(dt.UTC):%Y-%m-%d}-{_safe(str(run.meta.get('scenario', 'run')))}"
+
+
+def build_report(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    ocsp_match: str = DEFAULT_OCSP_MATCH,
+    settle_s: float = DEFAULT_SETTLE_S,
+) -> Path:
+    """Write the report of the run in ``run_dir`` and return the directory written.
+
+    ``out_dir`` defaults to ``bench/results/<YYYY-MM-DD>-<scenario>/`` (the run's start
+    date, UTC); a report already there is replaced.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, ocsp_match=ocsp_match, settle_s=settle_s)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ["summary.md", "commands.txt", *PLOT_FILES.values()]:
+        (out / stale).unlink(missing_ok=True)
+
+    copied: list[str] = []
+    for src in sorted([*run_dir.glob("*.csv"), run_dir / "meta.json"]):
+        dst = out / src.name
+        if not dst.exists() or not dst.samefile(src):
+            shutil.copyfile(src, dst)
+        copied.append(src.name)
+    commands = [str(c) for c in run.meta.get("commands") or []]
+    (out / "commands.txt").write_text("".join(c + "\n" for c in commands), encoding="utf-8")
+    copied.append("commands.txt")
+
+    scenario = run.meta.get("scenario", "?")
+    plots: dict[str, str | None] = {key: None for key in PLOT_FILES}
+    plot_throughput(run, out / PLOT_FILES["throughput"])
+    plots["throughput"] = PLOT_FILES["throughput"]
+    if run.ocsp.history:
+        plot_latency(run, out / PLOT_FILES["latency"])
+        plots["latency"] = PLOT_FILES["latency"]
+    if run.changes:
+        plot_propagation(run.changes, out / PLOT_FILES["propagation"], f"{scenario}: revocation propagation")
+        plots["propagation"] = PLOT_FILES["propagation"]
+    if run.checks:
+        plot_checks(run.checks, out / PLOT_FILES["checks"], f"{scenario}: verified OCSP answers and failed checks")
+        plots["checks"] = PLOT_FILES["checks"]
+
+    (out / "summary.md").write_text(render_summary(run, plots, copied), encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "run_dir", type=Path, help="the directory the Locust suite wrote (locust_*.csv, meta.json, ...)"
+    )
+    parser.add_argument("--out", type=Path, help="write here instead of bench/results/<YYYY-MM-DD>-<scenario>/")
+    parser.add_argument(
+        "--ocsp-match",
+        default=DEFAULT_OCSP_MATCH,
+        help="regular expression on '<Type> <Name>' of Locust's OCSP requests (default %(default)s)",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=DEFAULT_SETTLE_S,
+        help="seconds at the start of each step not judged (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = build_report(args.run_dir, args.out, ocsp_match=args.ocsp_match, settle_s=args.settle)
+    except ReportError as e:
+        print(f"report: {e}", file=sys.stderr)
+        return 2
+    print((out / "summary.md").read_text(encoding="utf-8"))
+    print(f"report written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
