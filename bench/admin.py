@@ -976,11 +976,11 @@ async def variant_inprocess(opts: Options, url: str, warm: list[tuple[str, int]]
 
 
 async def run(opts: Options, svc: Any, procs: Processes, work: Path, argv: Sequence[str]) -> dict[str, Any]:
-    import population as pop
     import redis.asyncio as aioredis
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    from ca_core import population as pop
     from ca_core.clock import SystemClock
     from ca_core.keystore import KeyVault, Passphrase
     from ca_core.model import KeyType, RevocationReason

@@ -338,13 +338,13 @@ def _imports() -> None:
     global HashAlgorithm, ResponseSigner, SingleStatus, issuer_hashes, parse_request, load_issuer_signers
     global RevocationReason
     import asyncpg  # noqa: F401
-    import population as pop  # noqa: F401
     import redis.asyncio as redis_asyncio  # noqa: F401
     from cryptography import x509  # noqa: F401
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: F401
     from cryptography.x509 import ocsp  # noqa: F401
 
+    from ca_core import population as pop  # noqa: F401
     from ca_core.clock import SystemClock  # noqa: F401
     from ca_core.keystore import KeyVault, Passphrase  # noqa: F401
     from ca_core.lifecycle import CertificateAuthority  # noqa: F401

@@ -928,6 +928,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
 
+    from .bench_cmd import DESCRIPTION as BENCH_LOAD_DESCRIPTION
+    from .bench_cmd import add_load_arguments, cmd_bench_load
+
+    bench = sub.add_parser("bench", help="fill the system for load tests").add_subparsers(
+        dest="bench_command", metavar="ACTION", required=True
+    )
+    p = add(
+        "load",
+        "load N certificates, sign their OCSP responses, write the ground truth",
+        _with_storage(cmd_bench_load),
+        parent=bench,
+        description=BENCH_LOAD_DESCRIPTION,
+    )
+    add_load_arguments(p)
+    _common(p)
+
     dbp = sub.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", metavar="ACTION", required=True
     )

@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.population import assemble, make_templates
 from ca_core.clock import FakeClock
 from ca_core.issue import random_serial
 from ca_core.keystore import KeyVault
 from ca_core.lifecycle import CertificateAuthority
 from ca_core.model import CertRecord, KeyType, serial_to_bytes
 from ca_core.pki import PKISummary, load_signing_ca
+from ca_core.population import assemble, make_templates
 from ca_core.profiles import HolderSubject, PublicURLs
 from ca_core.storage import postgres as db
 from ca_core.tokens import Role, make_token
