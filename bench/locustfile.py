@@ -1,0 +1,435 @@
+"""The tax-season peak against a live certstatus, every answer checked (Locust).
+
+Users (TAX_SEASON.md, "The scenario the bench must replay"):
+
+- ``RelyingParty``: OCSP status checks. Certificates are picked by Zipf popularity from the
+  ground truth that ``certstatus bench load`` wrote; 0.5 % ask about a never-issued serial,
+  0.1 % send a malformed request; GET:POST 70:30, SHA-1:SHA-256 CertIDs 80:20. Every answer is
+  parsed, its signature verified and its status held against the truth
+  (:class:`ca_core.groundtruth.AnswerChecker`): a wrong, stale or badly signed answer is a
+  *failure* in Locust's statistics, never a success.
+- ``CAAdmin``: through the admin API, on the admin pool (certificates relying parties never
+  ask about): suspensions, resumptions, revocations, issuance from a CSR, and at the peak a
+  burst (a batch of cards revoked at 50/s). For each change, the time until OCSP and the
+  delta CRL show it goes to ``propagation.csv``.
+- ``CRLConsumer``: full and partition CRL downloads (signature checked against the issuer)
+  and delta polling.
+
+The shape (:class:`TaxSeasonShape`) replays the deadline day's 24 hours compressed into
+``CERTSTATUS_BENCH_MINUTES`` minutes, its busiest hour at ``100 × CERTSTATUS_BENCH_SCALE``
+checks/s (×1 = the MOICA tax-season peak, ×50 = the national eID bound).
+
+Settings (environment): ``CERTSTATUS_BENCH_TRUTH`` (the truth directory, required),
+``CERTSTATUS_BENCH_RUN_DIR`` (where checks.csv, propagation.csv, shape.csv and meta.json go;
+default ``.``), ``CERTSTATUS_BENCH_SCALE`` (1), ``CERTSTATUS_BENCH_MINUTES`` (10),
+``CERTSTATUS_BENCH_PER_USER_RPS`` (checks/s per relying-party user, 5),
+``CERTSTATUS_BENCH_RESPONDER_URL`` (http://127.0.0.1:8080), ``CERTSTATUS_ADMIN_URL``
+(http://127.0.0.1:8081) and ``CERTSTATUS_ADMIN_TOKEN`` (admin users; without a token they do
+nothing), ``CERTSTATUS_BENCH_ADMIN_USERS`` (1), ``CERTSTATUS_BENCH_CRL_USERS`` (1). Do not pass
+``--host``: Locust would point every user, the admin ones too, at it.
+
+Run headless, e.g. (see bench/README.md)::
+
+    CERTSTATUS_BENCH_TRUTH=.certstatus/bench CERTSTATUS_BENCH_RUN_DIR=run \\
+      locust -f bench/locustfile.py --headless --csv run/locust --csv-full-history
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import csv
+import datetime as dt
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Final
+
+import gevent
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from locust import FastHttpUser, LoadTestShape, constant, constant_throughput, events, task
+from locust.env import Environment
+
+from ca_core.groundtruth import AnswerChecker, Entry, Status, Truth, zipf_rank
+from ca_core.ocsp import HashAlgorithm, _oid, der_integer, issuer_hashes, tlv
+
+# Settings ------------------------------------------------------------------------------
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+TRUTH_DIR: Final = _env("CERTSTATUS_BENCH_TRUTH", "")
+RUN_DIR: Final = Path(_env("CERTSTATUS_BENCH_RUN_DIR", "."))
+SCALE: Final = float(_env("CERTSTATUS_BENCH_SCALE", "1"))
+MINUTES: Final = float(_env("CERTSTATUS_BENCH_MINUTES", "10"))
+PER_USER_RPS: Final = float(_env("CERTSTATUS_BENCH_PER_USER_RPS", "5"))
+RESPONDER_URL: Final = _env("CERTSTATUS_BENCH_RESPONDER_URL", "http://127.0.0.1:8080")
+ADMIN_URL: Final = _env("CERTSTATUS_ADMIN_URL", "http://127.0.0.1:8081")
+ADMIN_TOKEN: Final = os.environ.get("CERTSTATUS_ADMIN_TOKEN")
+ADMIN_USERS: Final = int(_env("CERTSTATUS_BENCH_ADMIN_USERS", "1"))
+CRL_USERS: Final = int(_env("CERTSTATUS_BENCH_CRL_USERS", "1"))
+#: TAX_SEASON.md: x1 is 100 checks/s in the deadline day's busiest hour.
+PEAK_RPS_X1: Final = 100.0
+
+#: Share of each hour of the deadline day (May 31, filing closes at midnight) in its checks,
+#: relative to the busiest hour (23:00): quiet at night, a working-day plateau, and the
+#: evening rush of those who file at the last minute.
+DAY_PROFILE: Final = (
+    0.10, 0.05, 0.03, 0.02, 0.02, 0.03, 0.08, 0.20, 0.40, 0.55, 0.60, 0.60,
+    0.55, 0.55, 0.60, 0.60, 0.55, 0.50, 0.55, 0.65, 0.75, 0.85, 0.95, 1.00,
+)  # fmt: skip
+
+# The truth, shared by every user of this process ----------------------------------------
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+def truth() -> Truth:
+    with _lock:
+        if "truth" not in _state:
+            if not TRUTH_DIR:
+                raise RuntimeError("set CERTSTATUS_BENCH_TRUTH to the directory 'certstatus bench load' wrote")
+            t = Truth.open(Path(TRUTH_DIR))
+            _state["truth"] = t
+            _state["checker"] = AnswerChecker(t.issuers)
+            _state["requests"] = RequestBuilder([cert for _, cert in t.issuers])
+        return _state["truth"]  # type: ignore[no-any-return]
+
+
+class RequestBuilder:
+    """OCSP requests as bytes: one CertID per request (RFC 5019), SHA-1 or SHA-256."""
+
+    _ALGORITHMS: Final = {
+        HashAlgorithm.SHA1: tlv(0x30, _oid("1.3.14.3.2.26") + b"\x05\x00"),
+        HashAlgorithm.SHA256: tlv(0x30, _oid("2.16.840.1.101.3.4.2.1") + b"\x05\x00"),
+    }
+
+    def __init__(self, issuers: list[x509.Certificate]) -> None:
+        self._hashes = [issuer_hashes(cert) for cert in issuers]
+
+    def der(self, issuer_index: int, serial: int, algorithm: HashAlgorithm) -> bytes:
+        h = self._hashes[issuer_index][algorithm]
+        cert_id = tlv(0x30, self._ALGORITHMS[algorithm] + tlv(0x04, h.name_hash) + tlv(0x04, h.key_hash)
+                      + der_integer(serial))  # fmt: skip
+        return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id))))
+
+
+# Counters written once a second -----------------------------------------------------------
+
+_checks: collections.Counter[tuple[int, str]] = collections.Counter()
+_propagation: list[tuple[str, float, float | None, float | None]] = []
+#: Seconds count from the test's start (test_start), as shape.csv and meta["started"] do.
+_clock = {"started": time.monotonic()}
+
+
+def _second() -> int:
+    return int(time.monotonic() - _clock["started"])
+
+
+def _record(kind: str) -> None:
+    _checks[(_second(), kind)] += 1
+
+
+# Relying parties ----------------------------------------------------------------------------
+
+
+class RelyingParty(FastHttpUser):
+    """A relying party checking one certificate per request, every answer verified."""
+
+    wait_time = constant_throughput(PER_USER_RPS)
+    weight = 100
+    host = RESPONDER_URL
+
+    def on_start(self) -> None:
+        self.truth = truth()
+        self.checker: AnswerChecker = _state["checker"]
+        self.builder: RequestBuilder = _state["requests"]
+        self.rng = random.Random()
+
+    @task
+    def check_status(self) -> None:
+        roll = self.rng.random()
+        if roll < 0.001:
+            self._malformed()
+            return
+        if roll < 0.006 and self.truth.never_issued:
+            issuer_index, serial = self.rng.choice(self.truth.never_issued)
+            expected: Entry | None = None
+        else:
+            expected = self.truth.entry(zipf_rank(self.truth.rp_count, self.rng))
+            issuer_index, serial = expected.issuer_index, expected.serial
+        algorithm = HashAlgorithm.SHA1 if self.rng.random() < 0.8 else HashAlgorithm.SHA256
+        der = self.builder.der(issuer_index, serial, algorithm)
+        if self.rng.random() < 0.7:
+            path = "/ocsp/" + urllib.parse.quote(base64.b64encode(der).decode(), safe="")
+            ctx = self.client.get(path, name="ocsp GET", catch_response=True)
+        else:
+            ctx = self.client.post("/ocsp", data=der, headers={"Content-Type": "application/ocsp-request"},
+                                   name="ocsp POST", catch_response=True)  # fmt: skip
+        with ctx as response:
+            if response.status_code != 200 or not response.content:
+                response.failure(f"HTTP {response.status_code}")
+                _record("wrong")
+                return
+            problem = self.checker.check(response.content, expected, dt.datetime.now(dt.UTC))
+            if problem is None:
+                response.success()
+                _record("checked")
+            else:
+                response.failure(problem)
+                _record("stale" if problem.startswith("stale") else "sig_fail" if "signature" in problem else "wrong")
+
+    def _malformed(self) -> None:
+        garbage = bytes(self.rng.getrandbits(8) for _ in range(self.rng.randint(1, 64)))
+        with self.client.post("/ocsp", data=garbage, headers={"Content-Type": "application/ocsp-request"},
+                              name="ocsp malformed", catch_response=True) as response:  # fmt: skip
+            # RFC 6960 A.1 / 2.3: malformedRequest (status 1) in a 200, or a 400 for what is not OCSP.
+            if response.status_code == 400 or (
+                response.status_code == 200 and response.content[:5] == b"\x30\x03\x0a\x01\x01"
+            ):
+                response.success()
+            else:
+                response.failure(f"a malformed request got HTTP {response.status_code}")
+
+
+# CA administrators -----------------------------------------------------------------------------
+
+_admin_slot = itertools.count()
+
+
+class CAAdmin(FastHttpUser):
+    """A CA administrator on the admin pool; measures how long each change takes to show."""
+
+    wait_time = constant(1.0)
+    fixed_count = ADMIN_USERS
+    host = ADMIN_URL
+
+    def on_start(self) -> None:
+        self.truth = truth()
+        pool = range(self.truth.rp_count, self.truth.count)
+        slot, slots = next(_admin_slot), max(1, ADMIN_USERS)
+        self.mine = [self.truth.entry(r) for r in pool[slot::slots]]
+        self.suspended: list[Entry] = []
+        self.rng = random.Random()
+        self.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if ADMIN_TOKEN else {}
+        self.builder: RequestBuilder = _state["requests"]
+        self.responder = RESPONDER_URL
+
+    def _change(self, op: str, entry: Entry, body: dict[str, Any]) -> bool:
+        issuer = self.truth.issuers[entry.issuer_index][0]
+        with self.client.post(f"/v1/certificates/{issuer}/{entry.serial:X}/{op}", json=body, headers=self.headers,
+                              name=f"admin {op}", catch_response=True) as response:  # fmt: skip
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return False
+        want = Status.GOOD if op == "resume" else Status.SUSPENDED if op == "suspend" else Status.REVOKED
+        gevent.spawn(self._watch, op, entry, want, time.monotonic())
+        return True
+
+    @task(3)
+    def suspend_or_resume(self) -> None:
+        if not ADMIN_TOKEN:
+            return
+        if self.suspended and self.rng.random() < 0.5:
+            entry = self.suspended.pop()
+            if self._change("resume", entry, {}):
+                self.mine.append(entry)
+        elif self.mine:
+            entry = self.mine.pop()
+            if self._change("suspend", entry, {}):
+                self.suspended.append(entry)
+
+    @task(1)
+    def revoke(self) -> None:
+        if ADMIN_TOKEN and self.mine:
+            self._change("revoke", self.mine.pop(), {"reason": "keyCompromise"})
+
+    @task(1)
+    def issue(self) -> None:
+        if not ADMIN_TOKEN:
+            return
+        key = ec.generate_private_key(ec.SECP256R1())
+        holder = f"{self.rng.randrange(10**15, 10**16):016d}"
+        name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "TW"), x509.NameAttribute(NameOID.COMMON_NAME, "林測試"),
+                          x509.NameAttribute(NameOID.SERIAL_NUMBER, holder)])  # fmt: skip
+        csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+        body = {"issuer": self.truth.issuers[0][0], "profile": "citizen-signing",
+                "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}  # fmt: skip
+        with self.client.post("/v1/certificates", json=body, headers=self.headers, name="admin issue",
+                              catch_response=True) as response:  # fmt: skip
+            if response.status_code != 201:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+
+    def _watch(self, kind: str, entry: Entry, want: Status, since: float) -> None:
+        """Poll OCSP until the answer says ``want`` (30 s at most); the delta CRL likewise."""
+        ocsp_s = crl_s = None
+        der = self.builder.der(entry.issuer_index, entry.serial, HashAlgorithm.SHA1)
+        expected = Entry(entry.issuer_index, entry.serial, want, 6 if want is Status.SUSPENDED else 1)
+        checker: AnswerChecker = _state["checker"]
+        issuer = self.truth.issuers[entry.issuer_index][0]
+        listed_wanted = want is not Status.GOOD
+        deadline = since + 30
+        next_crl = since
+        while time.monotonic() < deadline and (ocsp_s is None or crl_s is None):
+            if ocsp_s is None:
+                response = self.client.post(self.responder + "/ocsp", data=der, name="propagation status poll",
+                                            headers={"Content-Type": "application/ocsp-request"})  # fmt: skip
+                if (
+                    response.status_code == 200
+                    and checker.check(response.content, expected, dt.datetime.now(dt.UTC)) is None
+                ):
+                    ocsp_s = time.monotonic() - since
+            if crl_s is None and time.monotonic() >= next_crl:  # a delta CRL is larger: every 0.25 s
+                next_crl = time.monotonic() + 0.25
+                response = self.client.get(
+                    f"{self.responder}/crl/{issuer}/delta.crl", name="propagation delta CRL poll"
+                )
+                if response.status_code == 200:
+                    try:
+                        crl = x509.load_der_x509_crl(response.content)
+                        revoked = crl.get_revoked_certificate_by_serial_number(entry.serial)
+                        listed = revoked is not None and not _removed(revoked)
+                        if listed == listed_wanted and (listed or revoked is not None):
+                            crl_s = time.monotonic() - since
+                    except ValueError:
+                        pass
+            gevent.sleep(0.05)
+        _propagation.append((kind, time.time(), ocsp_s, crl_s))
+
+
+def _removed(revoked: x509.RevokedCertificate) -> bool:
+    try:
+        reason = revoked.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return False
+    return reason is x509.ReasonFlags.remove_from_crl
+
+
+# CRL consumers ----------------------------------------------------------------------------------
+
+
+class CRLConsumer(FastHttpUser):
+    """Relying parties that use CRLs: a full or partition CRL now and then, the delta often."""
+
+    wait_time = constant(2.0)
+    fixed_count = CRL_USERS
+    host = RESPONDER_URL
+
+    def on_start(self) -> None:
+        self.truth = truth()
+        self.rng = random.Random()
+
+    def _fetch(self, issuer_index: int, path: str, name: str) -> None:
+        _, issuer = self.truth.issuers[issuer_index]
+        with self.client.get(path, name=name, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+                return
+            try:
+                crl = x509.load_der_x509_crl(response.content)
+            except ValueError as e:
+                response.failure(f"not a CRL: {e}")
+                return
+            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                response.failure("CRL signature does not verify with the issuer's key")
+            elif crl.next_update_utc is None or crl.next_update_utc < dt.datetime.now(dt.UTC):
+                response.failure("stale CRL")
+            else:
+                response.success()
+
+    @task(1)
+    def full_or_partition(self) -> None:
+        index = self.rng.randrange(len(self.truth.issuers))
+        name = self.truth.issuers[index][0]
+        if self.rng.random() < 0.3:
+            self._fetch(index, f"/crl/{name}.crl", "crl full")
+        else:
+            self._fetch(index, f"/crl/{name}/{self.rng.randrange(4)}.crl", "crl partition")
+
+    @task(5)
+    def delta(self) -> None:
+        index = self.rng.randrange(len(self.truth.issuers))
+        self._fetch(index, f"/crl/{self.truth.issuers[index][0]}/delta.crl", "crl delta")
+
+
+# The shape -------------------------------------------------------------------------------------
+
+
+def target_rps(t_s: float) -> float:
+    """Relying-party checks/s planned at ``t_s`` seconds into the compressed day."""
+    hour_s = MINUTES * 60 / 24
+    hour = min(23, int(t_s / hour_s))
+    return PEAK_RPS_X1 * SCALE * DAY_PROFILE[hour]
+
+
+class TaxSeasonShape(LoadTestShape):
+    """The deadline day, compressed; relying-party users = target rate / per-user rate."""
+
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        t = self.get_run_time()
+        if t >= MINUTES * 60:
+            return None
+        users = max(1, round(target_rps(t) / PER_USER_RPS)) + ADMIN_USERS + CRL_USERS
+        return users, max(10.0, users)
+
+
+# Files of the run -------------------------------------------------------------------------------
+
+
+def _write_shape() -> None:
+    with open(RUN_DIR / "shape.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "target_rps", "users"])
+        for t in range(int(MINUTES * 60)):
+            rate = target_rps(t)
+            w.writerow([t, f"{rate:.1f}", max(1, round(rate / PER_USER_RPS))])
+
+
+def _flush() -> None:
+    seconds = sorted({s for s, _ in _checks})
+    with open(RUN_DIR / f"checks-{os.getpid()}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t_s", "checked", "wrong", "stale", "sig_fail"])
+        for s in seconds:
+            w.writerow([s] + [_checks[(s, k)] for k in ("checked", "wrong", "stale", "sig_fail")])
+    with open(RUN_DIR / f"propagation-{os.getpid()}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "change_at", "ocsp_seen_s", "delta_crl_seen_s"])
+        for kind, at, o, c in _propagation:
+            w.writerow([kind, f"{at:.3f}", "" if o is None else f"{o:.3f}", "" if c is None else f"{c:.3f}"])
+
+
+@events.test_start.add_listener
+def _on_start(environment: Environment, **_: Any) -> None:
+    _clock["started"] = time.monotonic()
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    _write_shape()
+    meta = {
+        "scenario": f"x{SCALE:g}",
+        "scale": SCALE,
+        "peak_rps_target": PEAK_RPS_X1 * SCALE,
+        "duration_s": MINUTES * 60,
+        "per_user_rps": PER_USER_RPS,
+        "started": dt.datetime.now(dt.UTC).isoformat(),
+        "generators": [{"name": "locust", "load": "relying parties (every answer checked), CA admins, CRL consumers"}],
+        "admin": bool(ADMIN_TOKEN),
+    }
+    (RUN_DIR / "meta-locust.json").write_text(json.dumps(meta, indent=1))
+
+
+@events.quitting.add_listener
+def _on_quit(environment: Environment, **_: Any) -> None:
+    _flush()

@@ -1,0 +1,73 @@
+"""The Locust suite end to end, tiny: a whole system started by bench/tax_season.py, a
+compressed day replayed with every answer checked, and a report made. Then the same with the
+ground truth tampered, to prove a wrong answer is counted as one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def run(tmp_path: Path, *extra: str) -> Path:
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tax_season.py"), "--minutes", "0.4", "--certs", "1500",
+         "--run-dir", str(run_dir), "--work-dir", str(tmp_path / "work"), *extra],
+        capture_output=True, text=True, timeout=400, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    return run_dir
+
+
+def totals(run_dir: Path) -> dict[str, int]:
+    out = {"checked": 0, "wrong": 0, "stale": 0, "sig_fail": 0}
+    with open(run_dir / "checks.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            for k in out:
+                out[k] += int(row[k])
+    return out
+
+
+def ocsp_requests(run_dir: Path) -> tuple[int, int]:
+    with open(run_dir / "locust_stats.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["Name"] in ("ocsp GET", "ocsp POST")]
+    return sum(int(r["Request Count"]) for r in rows), sum(int(r["Failure Count"]) for r in rows)
+
+
+def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
+    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"))
+    requests, failures = ocsp_requests(run_dir)
+    checks = totals(run_dir)
+    assert requests > 100 and failures == 0
+    assert checks["checked"] >= requests * 0.9 and checks["wrong"] == checks["stale"] == checks["sig_fail"] == 0
+    with open(run_dir / "propagation.csv", newline="") as f:
+        changes = list(csv.DictReader(f))
+    assert changes and all(c["ocsp_seen_s"] for c in changes), changes
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["commands"][0].startswith("python bench/tax_season.py")
+    assert not any(str(tmp_path) in c for c in meta["commands"])  # no machine path in what may be committed
+    text = (tmp_path / "report" / "summary.md").read_text()
+    assert "| zero wrong answers (wrong status, stale, bad signature) | met |" in text
+    for png in ("throughput.png", "latency.png", "propagation.png", "checks.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_wrong_answer_is_counted_as_one(tmp_path: Path) -> None:
+    run_dir = run(tmp_path, "--tamper-truth", "--no-report")
+    requests, failures = ocsp_requests(run_dir)
+    checks = totals(run_dir)
+    # The most popular certificate draws several % of all checks: each one is a failure now.
+    assert failures > 0 and checks["wrong"] == failures
+    assert checks["checked"] + checks["wrong"] >= requests * 0.9
+    with open(run_dir / "locust_failures.csv", newline="") as f:
+        messages = {r["Error"] for r in csv.DictReader(f)}
+    assert any("wrong status" in m for m in messages), messages
