@@ -13,7 +13,9 @@ Users (TAX_SEASON.md, "The scenario the bench must replay"):
   burst (a batch of cards revoked at 50/s). For each change, the time until OCSP and the
   delta CRL show it goes to ``propagation.csv``.
 - ``CRLConsumer``: full and partition CRL downloads (signature checked against the issuer)
-  and delta polling.
+  and delta polling; ``StreamSubscriber``: the delta push stream, every event's CRL checked.
+- ``Burst``: at the start of the busiest hour, a batch of compromised cards revoked at 50/s
+  through ``POST /v1/revocations:batch`` (one batch a second), propagation recorded as "burst".
 
 The shape (:class:`TaxSeasonShape`) replays the deadline day's 24 hours compressed into
 ``CERTSTATUS_BENCH_MINUTES`` minutes, its busiest hour at ``100 × CERTSTATUS_BENCH_SCALE``
@@ -25,7 +27,10 @@ default ``.``), ``CERTSTATUS_BENCH_SCALE`` (1), ``CERTSTATUS_BENCH_MINUTES`` (10
 ``CERTSTATUS_BENCH_PER_USER_RPS`` (checks/s per relying-party user, 5),
 ``CERTSTATUS_BENCH_RESPONDER_URL`` (http://127.0.0.1:8080), ``CERTSTATUS_ADMIN_URL``
 (http://127.0.0.1:8081) and ``CERTSTATUS_ADMIN_TOKEN`` (admin users; without a token they do
-nothing), ``CERTSTATUS_BENCH_ADMIN_USERS`` (1), ``CERTSTATUS_BENCH_CRL_USERS`` (1). Do not pass
+nothing), ``CERTSTATUS_BENCH_ADMIN_USERS`` (1), ``CERTSTATUS_BENCH_CRL_USERS`` (1),
+``CERTSTATUS_BENCH_STREAM_USERS`` (2), ``CERTSTATUS_BENCH_BURST_RATE`` (50 revocations/s) and
+``CERTSTATUS_BENCH_BURST_SECONDS`` (10; 0 turns the burst off), ``CERTSTATUS_BENCH_BURST_AT``
+(when, as a fraction of the day: 23/24, the busiest hour). Do not pass
 ``--host``: Locust would point every user, the admin ones too, at it.
 
 Run headless, e.g. (see bench/README.md)::
@@ -51,12 +56,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import gevent
+import gevent.socket
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from locust import FastHttpUser, LoadTestShape, constant, constant_throughput, events, task
+from locust import FastHttpUser, LoadTestShape, User, constant, constant_throughput, events, task
 from locust.env import Environment
+from locust.runners import STATE_STOPPED, STATE_STOPPING
 
 from ca_core.groundtruth import AnswerChecker, Entry, Status, Truth, zipf_rank
 from ca_core.ocsp import HashAlgorithm, _oid, der_integer, issuer_hashes, tlv
@@ -78,6 +85,12 @@ ADMIN_URL: Final = _env("CERTSTATUS_ADMIN_URL", "http://127.0.0.1:8081")
 ADMIN_TOKEN: Final = os.environ.get("CERTSTATUS_ADMIN_TOKEN")
 ADMIN_USERS: Final = int(_env("CERTSTATUS_BENCH_ADMIN_USERS", "1"))
 CRL_USERS: Final = int(_env("CERTSTATUS_BENCH_CRL_USERS", "1"))
+STREAM_USERS: Final = int(_env("CERTSTATUS_BENCH_STREAM_USERS", "2"))
+#: The burst: a batch of compromised cards revoked at this rate for BURST_SECONDS at the peak.
+BURST_RATE: Final = int(_env("CERTSTATUS_BENCH_BURST_RATE", "50"))
+BURST_SECONDS: Final = int(_env("CERTSTATUS_BENCH_BURST_SECONDS", "10"))
+#: When the burst starts, as a fraction of the day (23/24: the busiest hour, 23:00).
+BURST_AT: Final = float(_env("CERTSTATUS_BENCH_BURST_AT", str(23 / 24)))
 #: TAX_SEASON.md: x1 is 100 checks/s in the deadline day's busiest hour.
 PEAK_RPS_X1: Final = 100.0
 
@@ -129,6 +142,8 @@ class RequestBuilder:
 
 _checks: collections.Counter[tuple[int, str]] = collections.Counter()
 _propagation: list[tuple[str, float, float | None, float | None]] = []
+#: Changes still being watched, so a run that ends first still reports what was seen.
+_watching: dict[int, list[Any]] = {}
 #: Seconds count from the test's start (test_start), as shape.csv and meta["started"] do.
 _clock = {"started": time.monotonic()}
 
@@ -217,7 +232,7 @@ class CAAdmin(FastHttpUser):
 
     def on_start(self) -> None:
         self.truth = truth()
-        pool = range(self.truth.rp_count, self.truth.count)
+        pool = range(self.truth.rp_count, self.truth.count - burst_share(self.truth))
         slot, slots = next(_admin_slot), max(1, ADMIN_USERS)
         self.mine = [self.truth.entry(r) for r in pool[slot::slots]]
         self.suspended: list[Entry] = []
@@ -281,6 +296,8 @@ class CAAdmin(FastHttpUser):
         listed_wanted = want is not Status.GOOD
         deadline = since + 30
         next_crl = since
+        record: list[Any] = [kind, time.time(), None, None]
+        _watching[id(record)] = record
         while time.monotonic() < deadline and (ocsp_s is None or crl_s is None):
             if ocsp_s is None:
                 response = self.client.post(self.responder + "/ocsp", data=der, name="propagation status poll",
@@ -289,7 +306,7 @@ class CAAdmin(FastHttpUser):
                     response.status_code == 200
                     and checker.check(response.content, expected, dt.datetime.now(dt.UTC)) is None
                 ):
-                    ocsp_s = time.monotonic() - since
+                    ocsp_s = record[2] = time.monotonic() - since
             if crl_s is None and time.monotonic() >= next_crl:  # a delta CRL is larger: every 0.25 s
                 next_crl = time.monotonic() + 0.25
                 response = self.client.get(
@@ -301,11 +318,12 @@ class CAAdmin(FastHttpUser):
                         revoked = crl.get_revoked_certificate_by_serial_number(entry.serial)
                         listed = revoked is not None and not _removed(revoked)
                         if listed == listed_wanted and (listed or revoked is not None):
-                            crl_s = time.monotonic() - since
+                            crl_s = record[3] = time.monotonic() - since
                     except ValueError:
                         pass
             gevent.sleep(0.05)
-        _propagation.append((kind, time.time(), ocsp_s, crl_s))
+        _watching.pop(id(record), None)
+        _propagation.append((kind, record[1], ocsp_s, crl_s))
 
 
 def _removed(revoked: x509.RevokedCertificate) -> bool:
@@ -363,6 +381,145 @@ class CRLConsumer(FastHttpUser):
         self._fetch(index, f"/crl/{self.truth.issuers[index][0]}/delta.crl", "crl delta")
 
 
+def burst_share(t: Truth) -> int:
+    """The end of the admin pool kept for the burst (at most half of it); the admin users
+    take the rest, so the two never change the same certificate."""
+    if not ADMIN_TOKEN or BURST_SECONDS <= 0:
+        return 0
+    return min(BURST_RATE * BURST_SECONDS, (t.count - t.rp_count) // 2)
+
+
+class Burst(FastHttpUser):
+    """The compromised-cards burst: BURST_RATE revocations a second for BURST_SECONDS, once,
+    at the start of the busiest hour, taken from the end of the admin pool."""
+
+    wait_time = constant(0.2)
+    fixed_count = 1 if ADMIN_TOKEN and BURST_SECONDS > 0 else 0
+    host = ADMIN_URL
+
+    def on_start(self) -> None:
+        self.truth = truth()
+        self.cards = [self.truth.entry(r) for r in range(self.truth.count - burst_share(self.truth), self.truth.count)]
+        self.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.builder: RequestBuilder = _state["requests"]
+        self.responder = RESPONDER_URL
+        self.start_at = MINUTES * 60 * BURST_AT
+        self.next_batch = 0.0
+
+    @task
+    def burst(self) -> None:
+        elapsed = time.monotonic() - _clock["started"]
+        if not self.cards or elapsed < self.start_at or time.monotonic() < self.next_batch:
+            return
+        self.next_batch = time.monotonic() + 1.0
+        batch, self.cards = self.cards[:BURST_RATE], self.cards[BURST_RATE:]
+        items = [{"issuer": self.truth.issuers[e.issuer_index][0], "serial": format(e.serial, "X")} for e in batch]
+        with self.client.post("/v1/revocations:batch", json={"items": items, "reason": "keyCompromise"},
+                              headers=self.headers, name="admin burst batch", catch_response=True) as response:  # fmt: skip
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
+                return
+        # Watch a few of each batch (all would poll the responder harder than the load itself).
+        for entry in batch[:: max(1, len(batch) // 5)]:
+            gevent.spawn(CAAdmin._watch, self, "burst", entry, Status.REVOKED, time.monotonic())  # type: ignore[arg-type]
+
+
+class StreamSubscriber(User):
+    """A subscriber of the delta push stream (Server-Sent Events): every event's CRL must parse
+    and verify with the issuer's key; each event is a Locust request named "crl stream event"."""
+
+    wait_time = constant(1.0)
+    fixed_count = STREAM_USERS
+
+    def on_start(self) -> None:
+        self.truth = truth()
+
+    @task
+    def subscribe(self) -> None:
+        index = random.randrange(len(self.truth.issuers))
+        name, issuer = self.truth.issuers[index]
+        url = urllib.parse.urlsplit(RESPONDER_URL)
+        started = time.perf_counter()
+        try:
+            sock = gevent.socket.create_connection((url.hostname, url.port or 80), timeout=2)
+        except OSError as e:
+            self._fire("crl stream connect", started, 0, e)
+            return
+        try:
+            sock.sendall(
+                f"GET /crl/{name}/stream HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n\r\n".encode()
+            )
+            reader = _Lines(sock)
+            status = reader.readline()
+            if b" 200 " not in status:
+                self._fire("crl stream connect", started, 0, RuntimeError(status.decode(errors="replace").strip()))
+                return
+            self._fire("crl stream connect", started, 0, None)
+            self._events(reader, issuer)
+        except (OSError, ValueError) as e:
+            self._fire("crl stream", started, 0, e)
+        finally:
+            sock.close()
+
+    def _events(self, reader: Any, issuer: x509.Certificate) -> None:
+        """Read events until the stream ends (the run ends, or the server asks for a retry)."""
+        data: list[bytes] = []
+        chunked = False
+        while True:
+            try:
+                line = reader.readline()
+            except TimeoutError:  # quiet between deltas: carry on unless the run is ending
+                if self.environment.runner is None or self.environment.runner.state in (STATE_STOPPING, STATE_STOPPED):
+                    return
+                continue
+            if not line:
+                return
+            if line.lower().startswith(b"transfer-encoding: chunked"):
+                chunked = True
+            if chunked and _is_chunk_size(line):
+                continue
+            line = line.rstrip(b"\r\n")
+            if line.startswith(b"data:"):
+                data.append(line[5:].strip())
+            elif not line and data:
+                started = time.perf_counter()
+                try:
+                    crl = x509.load_der_x509_crl(base64.b64decode(b"".join(data)))
+                    ok = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+                    self._fire("crl stream event", started, len(data[0]),
+                               None if ok else RuntimeError("stream CRL signature does not verify"))  # fmt: skip
+                except ValueError as e:
+                    self._fire("crl stream event", started, 0, e)
+                data = []
+
+    def _fire(self, name: str, started: float, size: int, error: BaseException | None) -> None:
+        self.environment.events.request.fire(request_type="SSE", name=name, response_time=(time.perf_counter() - started) * 1000,
+                                             response_length=size, exception=error, context={})  # fmt: skip
+
+
+class _Lines:
+    """Lines from a socket with a timeout (a file from makefile() is undefined after one)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+
+    def readline(self) -> bytes:
+        while b"\n" not in self._buf:
+            more = self._sock.recv(65536)  # TimeoutError leaves the buffer as it was
+            if not more:
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += more
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line + b"\n"
+
+
+def _is_chunk_size(line: bytes) -> bool:
+    text = line.strip()
+    return bool(text) and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
 # The shape -------------------------------------------------------------------------------------
 
 
@@ -382,7 +539,7 @@ class TaxSeasonShape(LoadTestShape):
         t = self.get_run_time()
         if t >= MINUTES * 60:
             return None
-        users = max(1, round(target_rps(t) / PER_USER_RPS)) + ADMIN_USERS + CRL_USERS
+        users = max(1, round(target_rps(t) / PER_USER_RPS)) + ADMIN_USERS + CRL_USERS + STREAM_USERS + 1
         return users, max(10.0, users)
 
 
@@ -408,7 +565,7 @@ def _flush() -> None:
     with open(RUN_DIR / f"propagation-{os.getpid()}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "change_at", "ocsp_seen_s", "delta_crl_seen_s"])
-        for kind, at, o, c in _propagation:
+        for kind, at, o, c in [*_propagation, *(tuple(r) for r in _watching.values())]:
             w.writerow([kind, f"{at:.3f}", "" if o is None else f"{o:.3f}", "" if c is None else f"{c:.3f}"])
 
 

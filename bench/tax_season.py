@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--locust-processes", type=int, default=1, help="Locust --processes (default 1)")
     parser.add_argument("--admin-users", type=int, default=1, help="CA-admin users (default 1)")
     parser.add_argument("--crl-users", type=int, default=1, help="CRL consumers (default 1)")
+    parser.add_argument("--burst-at", type=float, default=23 / 24,
+                        help="when the 50/s revocation burst starts, as a fraction of the day (default 23/24)")  # fmt: skip
     parser.add_argument("--work-dir", help="keep the system's data here (default: a temporary directory)")
     parser.add_argument("--run-dir", help="where the run's files go")
     parser.add_argument("--no-report", action="store_true", help="skip bench/report.py")
@@ -239,10 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "CERTSTATUS_BENCH_RESPONDER_URL": f"http://127.0.0.1:{public_port}",
                           "CERTSTATUS_ADMIN_URL": f"http://127.0.0.1:{admin_port}", "CERTSTATUS_ADMIN_TOKEN": token,
                           "CERTSTATUS_BENCH_ADMIN_USERS": str(opts.admin_users),
-                          "CERTSTATUS_BENCH_CRL_USERS": str(opts.crl_users)}  # fmt: skip
+                          "CERTSTATUS_BENCH_CRL_USERS": str(opts.crl_users),
+                          "CERTSTATUS_BENCH_BURST_AT": str(opts.burst_at)}  # fmt: skip
             locust = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
                       "--csv", str(run_dir / "locust"), "--csv-full-history", "--only-summary",
-                      "--processes", str(opts.locust_processes), "--stop-timeout", "35"]  # fmt: skip
+                      "--processes", str(opts.locust_processes), "--stop-timeout", "10"]  # fmt: skip
             system.commands.append("locust " + shlex.join(locust[3:]))
             print(f"$ locust {shlex.join(locust[3:])}", flush=True)
             with open(logs / "locust.log", "wb") as log:

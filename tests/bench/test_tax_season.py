@@ -44,14 +44,24 @@ def ocsp_requests(run_dir: Path) -> tuple[int, int]:
 
 
 def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
-    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"))
+    # A short day: the burst mid-day, so that it surely falls inside the run.
+    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"), "--burst-at", "0.5")
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
     assert requests > 100 and failures == 0
     assert checks["checked"] >= requests * 0.9 and checks["wrong"] == checks["stale"] == checks["sig_fail"] == 0
     with open(run_dir / "propagation.csv", newline="") as f:
         changes = list(csv.DictReader(f))
-    assert changes and all(c["ocsp_seen_s"] for c in changes), changes
+    assert changes and all(c["ocsp_seen_s"] for c in changes if c["kind"] != "burst"), changes
+    kinds = {c["kind"] for c in changes}
+    assert {"suspend", "burst"} <= kinds, kinds
+    with open(run_dir / "locust_stats.csv", newline="") as f:
+        stats = {r["Name"]: r for r in csv.DictReader(f)}
+    assert (
+        int(stats["crl stream connect"]["Request Count"]) >= 1 and stats["crl stream connect"]["Failure Count"] == "0"
+    )
+    assert int(stats["admin burst batch"]["Request Count"]) >= 1 and stats["admin burst batch"]["Failure Count"] == "0"
+    assert all(r["Failure Count"] == "0" for r in stats.values()), {n: r["Failure Count"] for n, r in stats.items()}
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["commands"][0].startswith("python bench/tax_season.py")
     assert not any(str(tmp_path) in c for c in meta["commands"])  # no machine path in what may be committed
@@ -66,7 +76,8 @@ def test_a_wrong_answer_is_counted_as_one(tmp_path: Path) -> None:
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
     # The most popular certificate draws several % of all checks: each one is a failure now.
-    assert failures > 0 and checks["wrong"] == failures
+    # (The counts are taken at slightly different moments as the run stops.)
+    assert failures > 0 and abs(checks["wrong"] - failures) <= failures * 0.15 + 5, (checks, failures)
     assert checks["checked"] + checks["wrong"] >= requests * 0.9
     with open(run_dir / "locust_failures.csv", newline="") as f:
         messages = {r["Error"] for r in csv.DictReader(f)}
