@@ -245,7 +245,11 @@ class AnswerChecker:
         fingerprint = responder.fingerprint(hashes.SHA256()) + bytes((issuer_index,))
         trusted = self._responders.get(fingerprint)
         if trusted is None:
-            trusted = _signed_by(responder, issuer) and responder.issuer == issuer.subject
+            try:
+                responder.verify_directly_issued_by(issuer)  # name chaining and signature
+                trusted = True
+            except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
+                trusted = False
             self._responders[fingerprint] = trusted
         if not trusted:
             return "the responder certificate was not issued by the certificate's issuer"
@@ -275,11 +279,3 @@ def _verify_with(key: Any, signature: bytes, data: bytes, algorithm: hashes.Hash
         key.verify(signature, data, padding.PKCS1v15(), algorithm)
     else:
         raise InvalidSignature(f"unsupported key {type(key).__name__}")
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        _verify_with(issuer.public_key(), cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError):
-        return False
-    return True

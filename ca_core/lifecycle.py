@@ -142,21 +142,11 @@ class _BulkItem:
     @classmethod
     def parse(cls, index: int, item: Revocation, key: str | None) -> _BulkItem:
         serial = parse_serial(item.serial)
-        if item.reason is None:
-            reason = RevocationReason.UNSPECIFIED
-        elif isinstance(item.reason, RevocationReason):
-            reason = item.reason
-        else:
-            reason = RevocationReason.parse(item.reason)
+        reason = _revocation_reason(item.reason)
         if not isinstance(item.issuer, str):
             raise ValidationError("issuer must be a name")
         # The same request hash as a single revoke(), so one key means one request either way.
-        request = _request_hash(Operation.REVOKE.value, {
-            "issuer": item.issuer,
-            "serial": format_serial(serial),
-            "reason": int(reason),
-            "invalidity_date": item.invalidity_date.isoformat() if item.invalidity_date else None,
-        })  # fmt: skip
+        request = _change_request(Operation.REVOKE, item.issuer, serial, reason, item.invalidity_date)
         return cls(index, item.issuer, serial, reason, item.invalidity_date, _check_key(key), request)
 
 
@@ -266,6 +256,29 @@ def _check_scope(record: CertRecord, op: Operation, profiles: frozenset[str] | N
             current=record.status.value,
             operation=op.value,
         )
+
+
+def _revocation_reason(reason: RevocationReason | str | int | None) -> RevocationReason:
+    """A revocation's reason as given (name or code); unspecified when none is given."""
+    if reason is None:
+        return RevocationReason.UNSPECIFIED
+    return reason if isinstance(reason, RevocationReason) else RevocationReason.parse(reason)
+
+
+def _change_request(
+    op: Operation,
+    issuer: str,
+    serial: int,
+    reason: RevocationReason | None,
+    invalidity_date: dt.datetime | None,
+) -> bytes:
+    """The request hash of a status change, as idempotency keys compare it (single or batch)."""
+    return _request_hash(op.value, {
+        "issuer": issuer,
+        "serial": format_serial(serial),
+        "reason": int(reason) if reason is not None else None,
+        "invalidity_date": invalidity_date.isoformat() if invalidity_date else None,
+    })  # fmt: skip
 
 
 def _item_key(batch_key: str, index: int) -> str:
@@ -555,12 +568,7 @@ class CertificateAuthority:
         """Revoke for good (RFC 5280 reason; unspecified when none is given). With
         ``profiles``, only certificates of those profiles may be changed (the admin API
         passes the citizen and admin profiles: CA-side certificates are the CA host's)."""
-        if reason is None:
-            parsed = RevocationReason.UNSPECIFIED
-        elif isinstance(reason, RevocationReason):
-            parsed = reason
-        else:
-            parsed = RevocationReason.parse(reason)
+        parsed = _revocation_reason(reason)
         return await self._change(
             Operation.REVOKE,
             issuer,
@@ -755,15 +763,7 @@ class CertificateAuthority:
         actor = _check_actor(actor)
         idempotency_key = _check_key(idempotency_key)
         number = parse_serial(serial)
-        request = _request_hash(
-            op.value,
-            {
-                "issuer": issuer,
-                "serial": format_serial(number),
-                "reason": int(reason) if reason is not None else None,
-                "invalidity_date": invalidity_date.isoformat() if invalidity_date else None,
-            },
-        )
+        request = _change_request(op, issuer, number, reason, invalidity_date)
         async with db.transaction(self._pool, f"{op.value} a certificate") as conn:
             replay = await self._claim(conn, actor, idempotency_key, op.value, request)
             if replay is not None:
