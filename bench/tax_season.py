@@ -136,6 +136,21 @@ def saturation(run_dir: Path, peak_target: float) -> dict[str, Any]:
     return {"locust": best < 0.9 * peak_target, "best_ocsp_rps": round(best, 1), "peak_target_rps": peak_target}
 
 
+def snapshots_off(data_dir: Path) -> None:
+    """Switch off the embedded Valkey's RDB snapshots for the run: with millions of responses
+    a BGSAVE forks a multi-GB process and writes it out in the middle of the measurement (and
+    with 11 M certificates the fork's copy-on-write could double Valkey's memory)."""
+    import redis
+
+    from ca_core.storage.embedded import EmbeddedServices
+
+    client = redis.Redis.from_url(EmbeddedServices(data_dir).redis_url)
+    try:
+        client.config_set("save", "")
+    finally:
+        client.close()
+
+
 def tamper_truth(truth_dir: Path) -> int:
     """The most asked-about good certificate recorded as revoked for keyCompromise; its rank."""
     with open(truth_dir / "truth.bin", "r+b") as f:
@@ -197,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--crl-users", type=int, default=1, help="CRL consumers (default 1)")
     parser.add_argument("--burst-at", type=float, default=23 / 24,
                         help="when the 50/s revocation burst starts, as a fraction of the day (default 23/24)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                        help="public responder processes (CERTSTATUS_WORKERS; default: one per core, at most 4)")  # fmt: skip
     parser.add_argument("--work-dir", help="keep the system's data here (default: a temporary directory)")
     parser.add_argument("--run-dir", help="where the run's files go")
     parser.add_argument("--no-report", action="store_true", help="skip bench/report.py")
@@ -207,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="self-test of the checks: mark the most popular certificate revoked in the ground truth, "
                              "so every answer about it must be counted wrong")  # fmt: skip
     opts = parser.parse_args(argv)
+    if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_core, bench) from this tree
+        sys.path.insert(0, str(ROOT))
 
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
     run_dir = Path(opts.run_dir) if opts.run_dir else ROOT / "bench" / "results" / "runs" / f"{stamp}-x{opts.scale:g}"
@@ -220,17 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                    CERTSTATUS_ROOT_KEY_TYPE="ec-p384", CERTSTATUS_ISSUER_KEY_TYPE="ec-p256",
                    CERTSTATUS_PUBLIC_PORT=str(public_port), CERTSTATUS_ADMIN_PORT=str(admin_port),
                    CERTSTATUS_PUBLIC_BASE_URL=f"http://127.0.0.1:{public_port}",
-                   CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS="5", PYTHONPATH=str(ROOT))  # fmt: skip
+                   CERTSTATUS_CRL_DELTA_INTERVAL_SECONDS="5", CERTSTATUS_WORKERS=str(opts.workers),
+                   PYTHONPATH=str(ROOT))  # fmt: skip
         system = System(work, env, logs)
         try:
             system.start("services", ["services"], r"Ctrl-C stops them")
+            snapshots_off(work / "data")
             system.run("ca-init", ["ca", "init", "--issuer", "moica", "--issuer", "gca"])
             truth_dir = work / "truth"
             system.run("bench-load", ["bench", "load", "--certs", str(opts.certs), "--truth-dir", str(truth_dir)])
             if opts.tamper_truth:
                 tamper_truth(truth_dir)
             system.start("signer", ["signer"], r"")  # prints nothing when there is nothing to fill
-            system.start("responder", ["serve"], r"public responder on")
+            system.start("responder", ["serve"], r"public (responder|workers) on")
             token = json.loads(system.run("token", ["admin", "token", "create", "bench-ops", "--role", "operator",
                                                     "--json"]))["token"]  # fmt: skip
             system.commands[-1] += "  # the token is not recorded"
@@ -269,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     meta.update(commands=[masked(c) for c in ["python bench/tax_season.py "
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
-                delta_interval_s=5,
+                delta_interval_s=5, responder_workers=opts.workers,
+                notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."],
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
     meta["generators"] = [{"name": "locust", "processes": opts.locust_processes,
@@ -277,7 +299,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"run files in {run_dir}")
     if not opts.no_report:
-        sys.path.insert(0, str(ROOT))
         from bench.report import build_report
 
         print(f"report: {build_report(run_dir, Path(opts.report_dir) if opts.report_dir else None)}")
