@@ -65,8 +65,8 @@ from locust import FastHttpUser, LoadTestShape, User, constant, constant_through
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, STATE_STOPPING
 
-from ca_core.groundtruth import AnswerChecker, Entry, Status, Truth, zipf_rank
-from ca_core.ocsp import HashAlgorithm, _oid, der_integer, issuer_hashes, tlv
+from ca_core.groundtruth import AnswerChecker, Entry, RequestBuilder, Status, Truth, zipf_rank
+from ca_core.ocsp import HashAlgorithm
 
 # Settings ------------------------------------------------------------------------------
 
@@ -118,24 +118,6 @@ def truth() -> Truth:
             _state["checker"] = AnswerChecker(t.issuers)
             _state["requests"] = RequestBuilder([cert for _, cert in t.issuers])
         return _state["truth"]  # type: ignore[no-any-return]
-
-
-class RequestBuilder:
-    """OCSP requests as bytes: one CertID per request (RFC 5019), SHA-1 or SHA-256."""
-
-    _ALGORITHMS: Final = {
-        HashAlgorithm.SHA1: tlv(0x30, _oid("1.3.14.3.2.26") + b"\x05\x00"),
-        HashAlgorithm.SHA256: tlv(0x30, _oid("2.16.840.1.101.3.4.2.1") + b"\x05\x00"),
-    }
-
-    def __init__(self, issuers: list[x509.Certificate]) -> None:
-        self._hashes = [issuer_hashes(cert) for cert in issuers]
-
-    def der(self, issuer_index: int, serial: int, algorithm: HashAlgorithm) -> bytes:
-        h = self._hashes[issuer_index][algorithm]
-        cert_id = tlv(0x30, self._ALGORITHMS[algorithm] + tlv(0x04, h.name_hash) + tlv(0x04, h.key_hash)
-                      + der_integer(serial))  # fmt: skip
-        return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id))))
 
 
 # Counters written once a second -----------------------------------------------------------

@@ -3,7 +3,7 @@
 ``certstatus bench load`` writes it as it fills the system; the Locust suite and the fast
 generator read it, pick certificates by Zipf popularity, and hold every OCSP answer against
 it: a wrong status, a stale or not-yet-valid answer, or a bad signature is a failure, never
-a success.
+a success. :class:`RequestBuilder` writes the requests they send.
 
 Files in one directory:
 
@@ -41,11 +41,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 
+from ca_core.ocsp import HashAlgorithm, der_integer, issuer_hashes, tlv
+
 __all__ = [
     "BIN_NAME",
     "JSON_NAME",
     "AnswerChecker",
     "Entry",
+    "RequestBuilder",
     "Status",
     "Truth",
     "TruthWriter",
@@ -166,6 +169,22 @@ def zipf_rank(n: int, rng: random.Random) -> int:
     """A rank in [0, n) with probability close to 1/(rank+1) (Zipf, s = 1): the inverse of the
     continuous CDF ln(k)/ln(n), constant time whatever n is."""
     return min(n - 1, int(n ** rng.random()) - 1)
+
+
+class RequestBuilder:
+    """OCSP requests (DER) about the truth's certificates, as relying parties send them: one
+    CertID, SHA-1 or SHA-256, no extensions (RFC 5019 2.1.1). ``issuers`` in the truth's
+    index order (:attr:`Truth.issuers`)."""
+
+    def __init__(self, issuers: Sequence[x509.Certificate]) -> None:
+        self._hashes = [issuer_hashes(cert) for cert in issuers]
+
+    def der(self, issuer_index: int, serial: int, algorithm: HashAlgorithm) -> bytes:
+        h = self._hashes[issuer_index][algorithm]
+        cert_id = tlv(0x30, algorithm.algorithm_identifier + tlv(0x04, h.name_hash) + tlv(0x04, h.key_hash)
+                      + der_integer(serial))  # fmt: skip
+        # OCSPRequest { TBSRequest { requestList { Request { reqCert CertID } } } } (RFC 6960 4.1.1)
+        return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id))))
 
 
 class AnswerChecker:
