@@ -795,11 +795,28 @@ end
 """
 
 
-def run_wrk(opts: Options, script: Path, port: int, request_file: Path, duration: float, offset: int) -> dict[str, Any]:
-    argv = [
-        opts.wrk, f"-t{opts.wrk_threads}", f"-c{opts.connections}", f"-d{max(1, round(duration))}s", "--timeout", "2s",
+def wrk_argv(
+    wrk: str, threads: int, connections: int, script: Path, port: int, request_file: Path, duration: float, offset: int
+) -> list[str]:
+    """The wrk command of one run: the Lua script cycles through ``request_file`` from ``offset``."""
+    return [
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "2s",
         "-s", str(script), f"http://127.0.0.1:{port}/", "--", str(request_file), str(offset),
-    ]
+    ]  # fmt: skip
+
+
+def run_wrk(
+    opts: Options | None, script: Path, port: int, request_file: Path, duration: float, offset: int, *,
+    wrk: str | None = None, threads: int | None = None, connections: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One wrk run and its figures. The binary, threads and connections are ``opts``' unless
+    given as keywords (bench/ceiling.py has no Options; without either: wrk, 1, 64)."""
+    argv = wrk_argv(
+        wrk or (opts.wrk if opts else "wrk"),
+        threads or (opts.wrk_threads if opts else 1),
+        connections or (opts.connections if opts else 64),
+        script, port, request_file, duration, offset,
+    )  # fmt: skip
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 120)
     for line in out.stdout.splitlines():
         if line.startswith("WRKJSON "):
@@ -814,7 +831,12 @@ def run_wrk(opts: Options, script: Path, port: int, request_file: Path, duration
 # nginx ------------------------------------------------------------------------------------------
 
 
-def start_nginx(opts: Options, procs: Processes, work_dir: Path, name: str, workers: int, port: int, response: bytes) -> None:
+def start_nginx(
+    opts: Options | None, procs: Processes, work_dir: Path, name: str, workers: int, port: int, response: bytes, *,
+    nginx: str | None = None,
+) -> None:  # fmt: skip
+    """nginx serving ``response`` for every /ocsp... request, from ``work_dir/name``. The binary
+    is ``opts``' unless given (without either: nginx on the PATH)."""
     d = work_dir / name
     (d / "www").mkdir(parents=True, exist_ok=True)
     (d / "tmp").mkdir(exist_ok=True)
@@ -855,7 +877,8 @@ http {{
 }}
 """
     (d / "nginx.conf").write_text(conf)
-    procs.start(name, [opts.nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")])
+    binary = nginx or (opts.nginx if opts else "nginx")
+    procs.start(name, [binary, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")])
 
 
 # Responder ----------------------------------------------------------------------------------------
