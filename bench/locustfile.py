@@ -25,6 +25,8 @@ Settings (environment): ``CERTSTATUS_BENCH_TRUTH`` (the truth directory, require
 ``CERTSTATUS_BENCH_RUN_DIR`` (where checks.csv, propagation.csv, shape.csv and meta.json go;
 default ``.``), ``CERTSTATUS_BENCH_SCALE`` (1), ``CERTSTATUS_BENCH_MINUTES`` (10),
 ``CERTSTATUS_BENCH_PER_USER_RPS`` (checks/s per relying-party user, 5),
+``CERTSTATUS_BENCH_LOCUST_SHARE`` (Locust's share of the relying-party checks, 1; below 1,
+bench/fastgen.py carries the rest, as bench/tax_season.py arranges),
 ``CERTSTATUS_BENCH_RESPONDER_URL`` (http://127.0.0.1:8080), ``CERTSTATUS_ADMIN_URL``
 (http://127.0.0.1:8081) and ``CERTSTATUS_ADMIN_TOKEN`` (admin users; without a token they do
 nothing), ``CERTSTATUS_BENCH_ADMIN_USERS`` (1), ``CERTSTATUS_BENCH_CRL_USERS`` (1),
@@ -49,6 +51,7 @@ import itertools
 import json
 import os
 import random
+import sys
 import threading
 import time
 import urllib.parse
@@ -65,6 +68,10 @@ from locust import FastHttpUser, LoadTestShape, User, constant, constant_through
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, STATE_STOPPING
 
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # bench.dayshape, run by locust -f
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.dayshape import PEAK_RPS_X1, locust_users, split, target_rps  # noqa: E402
 from ca_core.groundtruth import AnswerChecker, Entry, RequestBuilder, Status, Truth, zipf_rank
 from ca_core.ocsp import HashAlgorithm
 
@@ -91,16 +98,8 @@ BURST_RATE: Final = int(_env("CERTSTATUS_BENCH_BURST_RATE", "50"))
 BURST_SECONDS: Final = int(_env("CERTSTATUS_BENCH_BURST_SECONDS", "10"))
 #: When the burst starts, as a fraction of the day (23/24: the busiest hour, 23:00).
 BURST_AT: Final = float(_env("CERTSTATUS_BENCH_BURST_AT", str(23 / 24)))
-#: TAX_SEASON.md: x1 is 100 checks/s in the deadline day's busiest hour.
-PEAK_RPS_X1: Final = 100.0
-
-#: Share of each hour of the deadline day (May 31, filing closes at midnight) in its checks,
-#: relative to the busiest hour (23:00): quiet at night, a working-day plateau, and the
-#: evening rush of those who file at the last minute.
-DAY_PROFILE: Final = (
-    0.10, 0.05, 0.03, 0.02, 0.02, 0.03, 0.08, 0.20, 0.40, 0.55, 0.60, 0.60,
-    0.55, 0.55, 0.60, 0.60, 0.55, 0.50, 0.55, 0.65, 0.75, 0.85, 0.95, 1.00,
-)  # fmt: skip
+#: Locust's share of the relying-party load; bench/fastgen.py carries the rest (1: all of it).
+LOCUST_SHARE: Final = float(_env("CERTSTATUS_BENCH_LOCUST_SHARE", "1"))
 
 # The truth, shared by every user of this process ----------------------------------------
 
@@ -505,13 +504,6 @@ def _is_chunk_size(line: bytes) -> bool:
 # The shape -------------------------------------------------------------------------------------
 
 
-def target_rps(t_s: float) -> float:
-    """Relying-party checks/s planned at ``t_s`` seconds into the compressed day."""
-    hour_s = MINUTES * 60 / 24
-    hour = min(23, int(t_s / hour_s))
-    return PEAK_RPS_X1 * SCALE * DAY_PROFILE[hour]
-
-
 class TaxSeasonShape(LoadTestShape):
     """The deadline day, compressed; relying-party users = target rate / per-user rate."""
 
@@ -521,7 +513,8 @@ class TaxSeasonShape(LoadTestShape):
         t = self.get_run_time()
         if t >= MINUTES * 60:
             return None
-        users = max(1, round(target_rps(t) / PER_USER_RPS)) + ADMIN_USERS + CRL_USERS + STREAM_USERS + 1
+        users = locust_users(target_rps(t, SCALE, MINUTES), LOCUST_SHARE, PER_USER_RPS)
+        users += ADMIN_USERS + CRL_USERS + STREAM_USERS + 1
         return users, max(10.0, users)
 
 
@@ -531,10 +524,11 @@ class TaxSeasonShape(LoadTestShape):
 def _write_shape() -> None:
     with open(RUN_DIR / "shape.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_s", "target_rps", "users"])
+        w.writerow(["t_s", "target_rps", "users", "locust_rps", "fastgen_rps"])
         for t in range(int(MINUTES * 60)):
-            rate = target_rps(t)
-            w.writerow([t, f"{rate:.1f}", max(1, round(rate / PER_USER_RPS))])
+            rate = target_rps(t, SCALE, MINUTES)
+            mine, fast = split(t, scale=SCALE, minutes=MINUTES, share=LOCUST_SHARE, per_user_rps=PER_USER_RPS)
+            w.writerow([t, f"{rate:.1f}", locust_users(rate, LOCUST_SHARE, PER_USER_RPS), f"{mine:.1f}", f"{fast:.1f}"])
 
 
 def _flush() -> None:
@@ -562,6 +556,7 @@ def _on_start(environment: Environment, **_: Any) -> None:
         "peak_rps_target": PEAK_RPS_X1 * SCALE,
         "duration_s": MINUTES * 60,
         "per_user_rps": PER_USER_RPS,
+        "locust_share": LOCUST_SHARE,
         "started": dt.datetime.now(dt.UTC).isoformat(),
         "generators": [{"name": "locust", "load": "relying parties (every answer checked), CA admins, CRL consumers"}],
         "admin": bool(ADMIN_TOKEN),

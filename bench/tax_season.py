@@ -3,16 +3,23 @@
     python bench/tax_season.py --scale 1 --minutes 5 --certs 100000
 
 It starts a complete system on this machine, every part its own process, the way an operator
-would: the embedded PostgreSQL and Valkey (``certstatus services``), a CA (``ca init``), the
-dataset with its ground truth (``certstatus bench load``), ``certstatus signer``,
-``certstatus serve``, and ``certstatus admin serve`` with an operator token. Then it runs the
-Locust suite (bench/locustfile.py) headless for the compressed day, merges the per-process
-files into ``checks.csv`` and ``propagation.csv``, writes ``meta.json`` (commands, commit,
-generators and whether they saturated) and turns the run into a report with
-``bench/report.py``. Everything it started is stopped at the end, also on Ctrl-C.
+would: the embedded PostgreSQL and Valkey (``certstatus services``, snapshots off for the run),
+a CA (``ca init``), the dataset with its ground truth (``certstatus bench load``),
+``certstatus signer``, ``certstatus serve`` (``--workers``, one per core) and ``certstatus
+admin serve`` with an operator token. Then it replays the compressed day with two relying-party
+generators on one curve (bench/dayshape.py): Locust (bench/locustfile.py) carries
+``--locust-share`` of the checks and every other user (CA admins, the burst, CRL consumers,
+stream subscribers); bench/fastgen.py, an open-loop raw-socket generator, carries the rest.
+Both check every answer against the ground truth. After the day, bench/ceiling.py measures the
+responder's max throughput with wrk next to nginx serving the same bytes (``--no-ceiling``
+skips it). It merges the per-process files into ``checks.csv`` and ``propagation.csv``,
+writes ``meta.json`` (commands, commit, generators, their shares and whether they saturated)
+and turns the run into a report with ``bench/report.py``. Everything it started is stopped at
+the end, also on Ctrl-C.
 
-Locust is the checking generator: it tops out near 2,900 requests/s on a 2-core machine, so
-shapes above that (x50 is 5,000 checks/s at the peak) are reported as saturated by Locust.
+Locust with checking tops out near 3,000 requests/s on a 2-core machine and its latencies
+include its own wait for the CPU: that is why it carries only a sample (5 % by default) and
+fastgen the load; ``--locust-share 1`` runs Locust alone.
 """
 
 from __future__ import annotations
@@ -136,6 +143,22 @@ def saturation(run_dir: Path, peak_target: float) -> dict[str, Any]:
     return {"locust": best < 0.9 * peak_target, "best_ocsp_rps": round(best, 1), "peak_target_rps": peak_target}
 
 
+def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int) -> None:
+    """The responder's max throughput with wrk, next to nginx serving the same bytes, on the
+    system just replayed (bench/ceiling.py); "not measured" with the reason if it cannot run."""
+    from bench.ceiling import measure_ceiling
+
+    print("$ ceiling: wrk against the responder and nginx (bench/ceiling.py)", flush=True)
+    try:
+        result = measure_ceiling(responder_port=port, truth_dir=truth_dir, work_dir=work,
+                                 out=run_dir / "ceiling.json", nginx_workers=workers)  # fmt: skip
+        targets = {t["name"]: t["req_s"] for t in result["targets"]}
+        print(f"ceiling: {targets}", flush=True)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        (run_dir / "ceiling.json").write_text(json.dumps({"error": str(e)}))
+        print(f"ceiling not measured: {e}", flush=True)
+
+
 def snapshots_off(data_dir: Path) -> None:
     """Switch off the embedded Valkey's RDB snapshots for the run: with millions of responses
     a BGSAVE forks a multi-GB process and writes it out in the middle of the measurement (and
@@ -207,6 +230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="the 24-hour day compressed into this (default 10)")
     parser.add_argument("--certs", type=int, default=100_000, help="certificates loaded (default 100,000)")
     parser.add_argument("--per-user-rps", type=float, default=5.0, help="checks/s per Locust user (default 5)")
+    parser.add_argument("--locust-share", type=float, default=0.05,
+                        help="Locust's share of the relying-party checks; bench/fastgen.py carries the rest "
+                             "(default 0.05; 1 = Locust alone)")  # fmt: skip
+    parser.add_argument("--fastgen-connections", type=int, default=64, help="fastgen's connections (default 64)")
+    parser.add_argument("--no-ceiling", action="store_true",
+                        help="skip the max-throughput measurement after the replay (bench/ceiling.py: wrk, "
+                             "the responder and nginx serving the same bytes)")  # fmt: skip
     parser.add_argument("--locust-processes", type=int, default=1, help="Locust --processes (default 1)")
     parser.add_argument("--admin-users", type=int, default=1, help="CA-admin users (default 1)")
     parser.add_argument("--crl-users", type=int, default=1, help="CRL consumers (default 1)")
@@ -263,7 +293,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "CERTSTATUS_ADMIN_URL": f"http://127.0.0.1:{admin_port}", "CERTSTATUS_ADMIN_TOKEN": token,
                           "CERTSTATUS_BENCH_ADMIN_USERS": str(opts.admin_users),
                           "CERTSTATUS_BENCH_CRL_USERS": str(opts.crl_users),
-                          "CERTSTATUS_BENCH_BURST_AT": str(opts.burst_at)}  # fmt: skip
+                          "CERTSTATUS_BENCH_BURST_AT": str(opts.burst_at),
+                          "CERTSTATUS_BENCH_LOCUST_SHARE": str(opts.locust_share)}  # fmt: skip
+            (run_dir / "meta-locust.json").unlink(missing_ok=True)  # fastgen starts on Locust's, not an old one
+            fastgen = None
+            if opts.locust_share < 1:
+                fastgen_args = ["bench/fastgen.py", "--truth-dir", str(truth_dir), "--url",
+                                f"http://127.0.0.1:{public_port}", "--run-dir", str(run_dir), "--scale", str(opts.scale),
+                                "--minutes", str(opts.minutes), "--share", str(opts.locust_share),
+                                "--per-user-rps", str(opts.per_user_rps),
+                                "--connections", str(opts.fastgen_connections)]  # fmt: skip
+                system.commands.append("python " + shlex.join(fastgen_args) + " &")
+                print(f"$ python {shlex.join(fastgen_args)} &", flush=True)
+                fastgen_log = open(logs / "fastgen.log", "wb")  # noqa: SIM115 - closed below
+                fastgen = subprocess.Popen([sys.executable, *fastgen_args], env=locust_env, cwd=ROOT,
+                                           stdout=fastgen_log, stderr=subprocess.STDOUT)  # fmt: skip
             locust = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
                       "--csv", str(run_dir / "locust"), "--csv-full-history", "--only-summary",
                       "--processes", str(opts.locust_processes), "--stop-timeout", "10"]  # fmt: skip
@@ -272,6 +316,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(logs / "locust.log", "wb") as log:
                 code = subprocess.run(locust, env=locust_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
+            if fastgen is not None:
+                try:
+                    fastgen_code = fastgen.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    fastgen.send_signal(signal.SIGTERM)
+                    fastgen_code = fastgen.wait(timeout=30)
+                fastgen_log.close()
+                print(f"fastgen exited with {fastgen_code}: {(logs / 'fastgen.log').read_text()[-400:].strip()}")
+            if not opts.no_ceiling:
+                ceiling(run_dir, public_port, truth_dir, work, opts.workers)
         finally:
             system.stop()
     merge(run_dir, "checks-*.csv", "checks.csv", key="t_s")
@@ -294,8 +348,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."],
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
-    meta["generators"] = [{"name": "locust", "processes": opts.locust_processes,
-                           "load": "relying parties (every answer checked), CA admins, CRL consumers"}]  # fmt: skip
+    meta["generators"] = [{"name": "locust", "processes": opts.locust_processes, "share": opts.locust_share,
+                           "load": f"{opts.locust_share:.0%} of the relying-party checks (at least one user; every "
+                                   "answer checked), CA admins, the burst, CRL consumers, stream subscribers"}]  # fmt: skip
+    fastgen_path = run_dir / "fastgen.json"
+    if opts.locust_share < 1:
+        meta["generators"].append({"name": "fastgen", "processes": 1, "connections": opts.fastgen_connections,
+                                   "share": round(1 - opts.locust_share, 4),
+                                   "load": "the rest of the relying-party checks (open loop, every answer checked)"})  # fmt: skip
+        if fastgen_path.exists():
+            fg = json.loads(fastgen_path.read_text())
+            meta["saturated"].update(fastgen=fg["saturated"], fastgen_reason=fg["saturation_reason"])
+        else:
+            meta["saturated"].update(fastgen=True, fastgen_reason="fastgen wrote no results: see logs/fastgen.log")
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=1))
     print(f"run files in {run_dir}")
     if not opts.no_report:

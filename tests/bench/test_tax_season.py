@@ -20,7 +20,7 @@ def run(tmp_path: Path, *extra: str) -> Path:
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "tax_season.py"), "--minutes", "0.4", "--certs", "1500",
-         "--run-dir", str(run_dir), "--work-dir", str(tmp_path / "work"), *extra],
+         "--run-dir", str(run_dir), "--work-dir", str(tmp_path / "work"), "--no-ceiling", *extra],
         capture_output=True, text=True, timeout=400, cwd=ROOT,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -44,12 +44,14 @@ def ocsp_requests(run_dir: Path) -> tuple[int, int]:
 
 
 def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
-    # A short day: the burst mid-day, so that it surely falls inside the run.
-    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"), "--burst-at", "0.5")
+    # A short day: the burst mid-day, so that it surely falls inside the run. Locust alone
+    # carries the relying parties here; the next test splits them with fastgen.
+    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"), "--burst-at", "0.5", "--locust-share", "1")
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
     assert requests > 100 and failures == 0
     assert checks["checked"] >= requests * 0.9 and checks["wrong"] == checks["stale"] == checks["sig_fail"] == 0
+    assert not (run_dir / "fastgen.json").exists()
     with open(run_dir / "propagation.csv", newline="") as f:
         changes = list(csv.DictReader(f))
     assert changes and all(c["ocsp_seen_s"] for c in changes if c["kind"] != "burst"), changes
@@ -71,13 +73,44 @@ def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
         assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
+    run_dir = run(tmp_path, "--scale", "4", "--locust-share", "0.25", "--no-report")
+    fastgen = json.loads((run_dir / "fastgen.json").read_text())
+    requests, failures = ocsp_requests(run_dir)
+    # x4 is 400/s at the peak: Locust a quarter (at least one user), fastgen the rest.
+    assert fastgen["requests"] > requests > 50 and failures == 0, (fastgen, requests)
+    assert fastgen["requests"] == fastgen["planned"] == sum(fastgen["outcomes"].values())
+    assert fastgen["outcomes"]["checked"] == fastgen["requests"], fastgen
+    assert fastgen["latency_ms"]["n"] == fastgen["requests"] and 0 < fastgen["latency_ms"]["p50"] < 1000
+    checks = totals(run_dir)  # checks.csv sums both generators
+    assert checks["checked"] >= fastgen["outcomes"]["checked"] + requests * 0.9 and checks["wrong"] == 0
+    with open(run_dir / "fastgen.csv", newline="") as f:
+        seconds = list(csv.DictReader(f))
+    with open(run_dir / "shape.csv", newline="") as f:
+        planned = {int(r["t_s"]): float(r["fastgen_rps"]) for r in csv.DictReader(f)}
+    assert [float(r["target_rps"]) for r in seconds] == [planned[int(r["t_s"])] for r in seconds]
+    assert sum(int(r["sent"]) for r in seconds) == fastgen["requests"]
+    with open(run_dir / "fastgen-latency.csv", newline="") as f:
+        assert sum(int(r["count"]) for r in csv.DictReader(f)) == fastgen["latency_ms"]["n"]
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert [g["name"] for g in meta["generators"]] == ["locust", "fastgen"]
+    assert meta["saturated"]["fastgen"] is fastgen["saturated"]
+    assert any(c.startswith("python bench/fastgen.py") for c in meta["commands"])
+    assert not any(str(tmp_path) in c for c in meta["commands"]) and str(tmp_path) not in fastgen["command"]
+
+
 def test_a_wrong_answer_is_counted_as_one(tmp_path: Path) -> None:
-    run_dir = run(tmp_path, "--tamper-truth", "--no-report")
+    run_dir = run(tmp_path, "--tamper-truth", "--no-report", "--scale", "2", "--locust-share", "0.5")
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
-    # The most popular certificate draws several % of all checks: each one is a failure now.
-    # (The counts are taken at slightly different moments as the run stops.)
-    assert failures > 0 and abs(checks["wrong"] - failures) <= failures * 0.15 + 5, (checks, failures)
+    fastgen = json.loads((run_dir / "fastgen.json").read_text())
+    # The most popular certificate draws several % of all checks: each one is a failure now,
+    # in both generators. (Locust's counts are taken at slightly different moments as it stops.)
+    assert failures > 0 and fastgen["outcomes"]["wrong"] > 0, (failures, fastgen)
+    assert any(p.startswith("wrong status: GOOD, the truth is REVOKED") for p in fastgen["problems"]), fastgen
+    assert fastgen["outcomes"]["checked"] + fastgen["outcomes"]["wrong"] == fastgen["requests"]
+    locust_wrong = checks["wrong"] - fastgen["outcomes"]["wrong"]
+    assert abs(locust_wrong - failures) <= failures * 0.15 + 5, (checks, failures, fastgen["outcomes"])
     assert checks["checked"] + checks["wrong"] >= requests * 0.9
     with open(run_dir / "locust_failures.csv", newline="") as f:
         messages = {r["Error"] for r in csv.DictReader(f)}

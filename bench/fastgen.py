@@ -1,0 +1,517 @@
+#!/usr/bin/env python
+"""The fast relying-party generator: open loop, raw keep-alive sockets, every answer checked.
+
+Locust (bench/locustfile.py) tops out near 3,000 checks/s on a 2-core machine, and its
+latencies include the time its greenlets wait for a CPU that is also verifying signatures.
+This generator carries the relying-party load Locust does not, at a fraction of the CPU:
+
+- **The same requests**: certificates by Zipf popularity from the ground truth that
+  ``certstatus bench load`` wrote, 0.5 % never-issued serials (the answer must be
+  ``unauthorized``), 0.1 % malformed (must be refused), GET:POST 70:30, SHA-1:SHA-256 CertIDs
+  80:20, drawn afresh for every request.
+- **Every answer checked** with the same :class:`ca_core.groundtruth.AnswerChecker` as
+  Locust: status and reason against the truth, serial, freshness, responder certificate and
+  signature. Identical pre-signed bytes are verified once (a dictionary lookup afterwards).
+- **Open loop**: request *k* is due at its scheduled time whatever happened to the ones
+  before it; when every connection is busy it waits, and its latency counts from its
+  scheduled time, so a stalled responder shows as latency and cannot slow the generator
+  down (no coordinated omission). The generator's own delay (scheduled → picked up by its
+  loop) is recorded separately as the *send lag*: when that grows, the generator, not the
+  responder, has fallen behind, and the run says so (``saturated``).
+- **The curve**: with ``--scale/--minutes/--share`` it follows the deadline day of
+  bench/dayshape.py, carrying the target minus Locust's share, second by second, from the
+  moment Locust's test started (it waits for RUN_DIR/meta-locust.json); with ``--rate R
+  --seconds S`` it sends a constant R/s on its own.
+
+Output in RUN_DIR (t_s: whole seconds since the start, by scheduled time):
+
+- ``fastgen.csv``: per second, planned rate, sent, outcomes (checked, wrong, stale,
+  sig_fail, errors), p50/p99/max latency and p99 send lag;
+- ``fastgen-latency.csv``: per-second latency histogram (``t_s,le_ms,count``), so that
+  percentiles over any window can be bounded tightly;
+- ``checks-fastgen.csv``: ``t_s,checked,wrong,stale,sig_fail`` like Locust's per-process
+  files, which tax_season.py sums into checks.csv;
+- ``fastgen.json``: totals, exact latency percentiles, error kinds, example problems, CPU
+  share and whether the generator saturated.
+
+Every request ends as exactly one outcome: ``checked`` (a right answer; for a malformed or
+never-issued request, the right refusal), ``wrong``, ``stale``, ``sig_fail``, or ``errors``
+(an HTTP error, tryLater/internalError, a connection lost with the request in flight, or no
+answer by the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import base64
+import bisect
+import collections
+import contextlib
+import csv
+import datetime as dt
+import json
+import math
+import random
+import resource
+import signal
+import sys
+import time
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the project's packages from this tree
+    sys.path.insert(0, str(ROOT))
+
+from bench.dayshape import split  # noqa: E402
+from ca_core.groundtruth import AnswerChecker, Entry, RequestBuilder, Truth, zipf_rank  # noqa: E402
+from ca_core.ocsp import HashAlgorithm  # noqa: E402
+
+OUTCOMES = ("checked", "wrong", "stale", "sig_fail", "errors")
+#: The generator saturated if its own send lag p99 exceeds this (ms).
+LAG_LIMIT_MS = 10.0
+#: Requests still unanswered this long after the last one was due count as errors.
+DRAIN_S = 5.0
+
+_MALFORMED_ANSWER = b"\x30\x03\x0a\x01\x01"
+_UNSUCCESSFUL = {2: "internalError", 3: "tryLater"}  # the responder's fault, not a wrong answer
+
+
+def bucket_bounds() -> list[float]:
+    """Histogram bucket upper bounds (ms): 0.1 ms steps to 10 ms, 1 ms to 100 ms, 10 ms to 1 s,
+    100 ms to 10 s; anything slower goes to ``inf``."""
+    bounds = [round(0.1 * i, 1) for i in range(1, 101)]
+    bounds += [float(i) for i in range(11, 101)]
+    bounds += [float(i) for i in range(110, 1001, 10)]
+    bounds += [float(i) for i in range(1100, 10001, 100)]
+    return bounds
+
+
+BOUNDS = bucket_bounds()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` quantile of already sorted values."""
+    return sorted_values[max(1, math.ceil(q * len(sorted_values))) - 1]
+
+
+class Schedule:
+    """How many requests are due in each second: the planned rate, integrated so that the
+    fractional parts are not lost (a rate of 2.5/s sends 2, 3, 2, 3, ...)."""
+
+    def __init__(self, rates: Sequence[float]) -> None:
+        self.rates = list(rates)
+        self.counts: list[int] = []
+        total = 0.0
+        for rate in self.rates:
+            before = math.floor(total + 1e-9)
+            total += rate
+            self.counts.append(math.floor(total + 1e-9) - before)
+
+    def due(self, second: int, index: int) -> float:
+        """Scheduled time (seconds from the start) of the ``index``-th request of ``second``."""
+        return second + index / self.counts[second]
+
+
+class Requests:
+    """Relying-party requests drawn from the truth, each with what its answer must be."""
+
+    def __init__(self, truth: Truth, host: str, seed: int | None = None) -> None:
+        self.truth = truth
+        self.builder = RequestBuilder([cert for _, cert in truth.issuers])
+        self.rng = random.Random(seed)
+        self.host = host.encode()
+
+    def next(self) -> tuple[bytes, Entry | None, bool]:
+        """``(http_request, expected, malformed)``; ``expected`` None: must be unauthorized."""
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.001:
+            garbage = rng.randbytes(rng.randint(1, 64))
+            return self._post(garbage), None, True
+        if roll < 0.006 and self.truth.never_issued:
+            issuer_index, serial = rng.choice(self.truth.never_issued)
+            expected: Entry | None = None
+        else:
+            expected = self.truth.entry(zipf_rank(self.truth.rp_count, rng))
+            issuer_index, serial = expected.issuer_index, expected.serial
+        algorithm = HashAlgorithm.SHA1 if rng.random() < 0.8 else HashAlgorithm.SHA256
+        der = self.builder.der(issuer_index, serial, algorithm)
+        if rng.random() < 0.7:
+            path = urllib.parse.quote(base64.b64encode(der).decode(), safe="")
+            return b"GET /ocsp/" + path.encode() + b" HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n", expected, False
+        return self._post(der), expected, False
+
+    def _post(self, body: bytes) -> bytes:
+        return (b"POST /ocsp HTTP/1.1\r\nHost: " + self.host + b"\r\nContent-Type: application/ocsp-request\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+
+
+class Recorder:
+    """Outcomes and latencies, by the second each request was scheduled in."""
+
+    def __init__(self, seconds: int) -> None:
+        self.outcomes: collections.Counter[tuple[int, str]] = collections.Counter()
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.sent = [0] * seconds
+        self.second = array.array("I")
+        self.latency = array.array("d")  # scheduled → answered (s)
+        self.from_send = array.array("d")  # sent → answered (s)
+        self.lag = array.array("d")  # scheduled → picked up by the loop (s)
+        self.problems: dict[str, int] = {}
+
+    def outcome(self, second: int, kind: str, detail: str | None = None) -> None:
+        self.outcomes[(second, kind)] += 1
+        if detail is not None:
+            self.kinds[detail] += 1
+
+
+def classify(checker: AnswerChecker, status: bytes, body: bytes, expected: Entry | None, malformed: bool,
+             now: dt.datetime) -> tuple[str, str | None]:  # fmt: skip
+    """The outcome of one answer, and an error kind or the problem found."""
+    if malformed:  # RFC 6960 2.3: malformedRequest in a 200, or a 400 for what is not OCSP at all
+        if status == b"400" or (status == b"200" and body == _MALFORMED_ANSWER):
+            return "checked", None
+        if status[:1] == b"5":
+            return "errors", "http_" + status.decode("latin-1")
+        return "wrong", f"a malformed request got HTTP {status.decode('latin-1')}"
+    if status != b"200":
+        return "errors", "http_" + status.decode("latin-1")
+    if len(body) == 5 and body[:4] == b"\x30\x03\x0a\x01" and body[4] in _UNSUCCESSFUL:
+        return "errors", _UNSUCCESSFUL[body[4]]
+    problem = checker.check(body, expected, now)
+    if problem is None:
+        return "checked", None
+    if problem.startswith("stale"):
+        return "stale", problem
+    return ("sig_fail" if "signature" in problem else "wrong"), problem
+
+
+async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Requests, checker: AnswerChecker,
+                   started_wall: float | None) -> tuple[Recorder, dict[str, Any]]:  # fmt: skip
+    """Send the schedule; every answer checked and recorded."""
+    loop = asyncio.get_running_loop()
+    clock = time.monotonic
+    url = urllib.parse.urlsplit(opts.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    seconds = len(schedule.counts)
+    rec = Recorder(seconds)
+    idle: collections.deque[Conn] = collections.deque()
+    backlog: collections.deque[tuple[bytes, Entry | None, bool, float, int]] = collections.deque()
+    state = {"outstanding": 0, "running": True, "stop": False}
+    every: list[Conn] = []  # every connection made, reconnections too
+
+    class Conn(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+            self.need = -1
+            self.body_at = 0
+            self.status = b""
+            self.transport: Any = None
+            self.job: tuple[Entry | None, bool, float, float, int] | None = None
+            self.ready = loop.create_future()
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            if not self.ready.done():
+                self.ready.set_result(None)
+
+        def send(self, req: bytes, expected: Entry | None, malformed: bool, due: float, second: int) -> None:
+            self.job = (expected, malformed, due, clock(), second)
+            state["outstanding"] += 1
+            self.transport.write(req)
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf
+            buf += data
+            while True:
+                if self.need < 0:
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        return
+                    head = bytes(buf[:end]).lower()
+                    i = head.find(b"\r\ncontent-length:")
+                    length = 0
+                    if i >= 0:
+                        j = head.find(b"\r\n", i + 2)
+                        length = int(head[i + 17 : j if j >= 0 else len(head)])
+                    self.status = bytes(buf[9:12])
+                    self.body_at = end + 4
+                    self.need = end + 4 + length
+                if len(buf) < self.need:
+                    return
+                body = bytes(buf[self.body_at : self.need])
+                del buf[: self.need]
+                self.need = -1
+                self.answered(body)
+
+        def answered(self, body: bytes) -> None:
+            now = clock()
+            job, self.job = self.job, None
+            if job is None:  # an answer nobody asked for
+                rec.kinds["unexpected_answer"] += 1
+                return
+            state["outstanding"] -= 1
+            expected, malformed, due, sent, second = job
+            rec.second.append(second)
+            rec.latency.append(now - t0 - due)
+            rec.from_send.append(now - sent)
+            kind, detail = classify(checker, self.status, body, expected, malformed, dt.datetime.now(dt.UTC))
+            if detail is not None and kind != "errors" and len(rec.problems) < 20:
+                rec.problems[detail] = rec.problems.get(detail, 0) + 1
+            rec.outcome(second, kind, detail if kind == "errors" else None)
+            self.next()
+
+        def next(self) -> None:
+            if backlog and not state["stop"]:
+                req, expected, malformed, due, second = backlog.popleft()
+                self.send(req, expected, malformed, due, second)
+            else:
+                idle.append(self)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.job is not None:
+                state["outstanding"] -= 1
+                rec.outcome(self.job[4], "errors", "lost_in_flight")
+                self.job = None
+            with contextlib.suppress(ValueError):
+                idle.remove(self)
+            if state["running"]:
+                loop.create_task(reconnect())
+
+    async def connect() -> Conn:
+        _, proto = await loop.create_connection(Conn, host, port)
+        await proto.ready
+        every.append(proto)
+        return proto
+
+    async def reconnect() -> None:
+        for _ in range(50):
+            try:
+                c = await connect()
+            except OSError:
+                rec.kinds["reconnect_failed"] += 1
+                await asyncio.sleep(0.1)
+                continue
+            c.next()
+            return
+
+    def stop() -> None:
+        state["stop"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    conns = [await connect() for _ in range(opts.connections)]
+    idle.extend(conns)
+    if started_wall is None:
+        t0 = clock()
+    else:  # Locust's start, in this clock
+        t0 = clock() - (time.time() - started_wall)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    c0 = clock()
+    second, index = max(0, int(clock() - t0)), 0  # joining late: the seconds gone are not sent
+    for s in range(min(second, seconds)):
+        rec.kinds["skipped_before_start"] += schedule.counts[s]
+    while second < seconds and not state["stop"]:
+        now = clock() - t0
+        while second < seconds:
+            count = schedule.counts[second]
+            if index >= count:
+                second, index = second + 1, 0
+                continue
+            due = schedule.due(second, index)
+            if due > now:
+                break
+            req, expected, malformed = requests.next()
+            rec.sent[second] += 1
+            rec.lag.append(now - due)
+            if idle:
+                idle.pop().send(req, expected, malformed, due, second)
+            else:
+                backlog.append((req, expected, malformed, due, second))
+            index += 1
+        await asyncio.sleep(0.001)
+    deadline = clock() + DRAIN_S
+    while (state["outstanding"] or backlog) and clock() < deadline:
+        await asyncio.sleep(0.005)
+    state["running"] = False
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = clock() - c0
+    for *_, s in backlog:
+        rec.outcome(s, "errors", "unfinished")
+    for c in every:
+        if c.job is not None:
+            rec.outcome(c.job[4], "errors", "unfinished")
+            c.job = None
+        if c.transport is not None:
+            c.transport.close()
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return rec, {"cpu_fraction": round(cpu / max(1e-9, wall), 3), "wall_s": round(wall, 1),
+                 "stopped_early": state["stop"]}  # fmt: skip
+
+
+def write_outputs(run_dir: Path, schedule: Schedule, rec: Recorder, info: dict[str, Any], opts: argparse.Namespace,
+                  argv: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+    """fastgen.csv, fastgen-latency.csv, checks-fastgen.csv and fastgen.json; the summary."""
+    seconds = len(schedule.counts)
+    per_second: list[list[float]] = [[] for _ in range(seconds)]
+    for s, lat in zip(rec.second, rec.latency, strict=True):
+        per_second[s].append(lat * 1000.0)
+    lag_by_second: list[list[float]] = [[] for _ in range(seconds)]
+    pos = 0
+    for s in range(seconds):  # lags were appended in schedule order
+        lag_by_second[s] = sorted(x * 1000.0 for x in rec.lag[pos : pos + rec.sent[s]])
+        pos += rec.sent[s]
+    with open(run_dir / "fastgen.csv", "w", newline="") as f, \
+            open(run_dir / "fastgen-latency.csv", "w", newline="") as h, \
+            open(run_dir / "checks-fastgen.csv", "w", newline="") as c:  # fmt: skip
+        w, wh, wc = csv.writer(f), csv.writer(h), csv.writer(c)
+        w.writerow(["t_s", "target_rps", "sent", *OUTCOMES, "p50_ms", "p99_ms", "max_ms", "lag_p99_ms"])
+        wh.writerow(["t_s", "le_ms", "count"])
+        wc.writerow(["t_s", "checked", "wrong", "stale", "sig_fail"])
+        for s in range(seconds):
+            lats = sorted(per_second[s])
+            outcome = [rec.outcomes[(s, k)] for k in OUTCOMES]
+            w.writerow([s, f"{schedule.rates[s]:.1f}", rec.sent[s], *outcome,
+                        *(f"{percentile(lats, q):.2f}" if lats else "" for q in (0.5, 0.99)),
+                        f"{lats[-1]:.2f}" if lats else "",
+                        f"{percentile(lag_by_second[s], 0.99):.2f}" if lag_by_second[s] else ""])  # fmt: skip
+            if rec.sent[s] or any(outcome):
+                wc.writerow([s, *outcome[:4]])
+            buckets: collections.Counter[int] = collections.Counter(bisect.bisect_left(BOUNDS, x) for x in lats)
+            for b in sorted(buckets):
+                wh.writerow([s, f"{BOUNDS[b]:g}" if b < len(BOUNDS) else "inf", buckets[b]])
+    lat = sorted(x * 1000.0 for x in rec.latency)
+    from_send = sorted(x * 1000.0 for x in rec.from_send)
+    lag = sorted(x * 1000.0 for x in rec.lag)
+
+    def summary(values: list[float], qs: Sequence[tuple[str, float]]) -> dict[str, float]:
+        if not values:
+            return {}
+        return {**{name: round(percentile(values, q), 2) for name, q in qs}, "max": round(values[-1], 2)}
+
+    totals = {k: sum(v for (_, kind), v in rec.outcomes.items() if kind == k) for k in OUTCOMES}
+    lag_p99 = percentile(lag, 0.99) if lag else 0.0
+    planned = sum(schedule.counts)
+    sent = sum(rec.sent)
+    reasons = []
+    if lag_p99 > LAG_LIMIT_MS:
+        reasons.append(f"send lag p99 {lag_p99:.1f} ms > {LAG_LIMIT_MS:g} ms: the generator fell behind its schedule")
+    if sent < 0.99 * planned and not info.get("stopped_early"):
+        reasons.append(f"sent {sent:,} of {planned:,} planned")
+    result = {
+        "name": "fastgen",
+        "processes": 1,
+        "connections": opts.connections,
+        "command": "python bench/fastgen.py " + " ".join(_masked(a, opts) for a in argv),
+        "planned": planned,
+        "requests": sent,
+        "outcomes": totals,
+        "error_kinds": dict(rec.kinds),
+        "problems": rec.problems,
+        "latency_ms": {"n": len(lat), **summary(lat, (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999)))},
+        "latency_from_send_ms": summary(from_send, (("p50", 0.5), ("p99", 0.99))),
+        "send_lag_ms": summary(lag, (("p50", 0.5), ("p99", 0.99))),
+        **info,
+        "saturated": bool(reasons),
+        "saturation_reason": "; ".join(reasons) or f"kept its schedule (send lag p99 {lag_p99:.1f} ms)",
+    }
+    (run_dir / "fastgen.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _masked(arg: str, opts: argparse.Namespace) -> str:
+    for path, name in ((opts.run_dir, "RUN_DIR"), (opts.truth_dir, "TRUTH_DIR")):
+        arg = arg.replace(str(path), name)
+    return arg
+
+
+def wait_for_locust(run_dir: Path, timeout: float) -> float:
+    """The wall time at which Locust's test started (its meta-locust.json)."""
+    path = run_dir / "meta-locust.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            started = json.loads(path.read_text())["started"]
+            return dt.datetime.fromisoformat(started).timestamp()
+        time.sleep(0.1)
+    raise SystemExit(f"fastgen: Locust did not start within {timeout:g} s (no {path.name} in the run directory)")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python bench/fastgen.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Either follow the day with Locust (what bench/tax_season.py runs):\n"
+            "  python bench/fastgen.py --truth-dir T --url URL --run-dir RUN --scale 50 --minutes 12 --share 0.05\n"
+            "or send a constant rate on its own:\n"
+            "  python bench/fastgen.py --truth-dir T --url URL --run-dir RUN --rate 2000 --seconds 60\n"
+            "Outputs in RUN: fastgen.csv, fastgen-latency.csv, checks-fastgen.csv, fastgen.json (see the module\n"
+            "docstring). Exit status 0 when it ran (read fastgen.json for the verdict), 2 for bad arguments."
+        ),
+    )
+    parser.add_argument("--truth-dir", type=Path, required=True, help="what 'certstatus bench load' wrote")
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the public responder (default %(default)s)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="where the output files go")
+    parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default 64)")
+    parser.add_argument("--scale", type=float, help="follow the day: x1 = 100 checks/s at the peak hour")
+    parser.add_argument("--minutes", type=float, default=10.0, help="the day compressed into this (default 10)")
+    parser.add_argument("--share", type=float, default=0.05,
+                        help="Locust's share of the relying-party load; this generator carries the rest (0.05)")  # fmt: skip
+    parser.add_argument("--per-user-rps", type=float, default=5.0, help="checks/s per Locust user (default 5)")
+    parser.add_argument("--wait", type=float, default=300.0, help="how long to wait for Locust to start (s)")
+    parser.add_argument("--rate", type=float, help="instead of the day: a constant rate (requests/s)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="with --rate: for this long (default 30)")
+    parser.add_argument("--seed", type=int, help="random seed of the request draw")
+    opts = parser.parse_args(argv)
+    if (opts.scale is None) == (opts.rate is None):
+        parser.error("give either --scale (follow the day with Locust) or --rate (alone)")
+    if opts.connections < 1 or not 0 < opts.share <= 1 or (opts.rate is not None and opts.rate <= 0):
+        parser.error("--connections must be at least 1, --share in (0, 1], --rate positive")
+    if not (opts.truth_dir / "truth.json").exists():
+        parser.error(f"{opts.truth_dir} holds no ground truth (run 'certstatus bench load --truth-dir DIR')")
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import uvloop
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts = parse_args(argv)
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    if opts.rate is not None:
+        schedule = Schedule([opts.rate] * max(1, round(opts.seconds)))
+        started = None
+    else:
+        n = max(1, round(opts.minutes * 60))
+        rates = [split(t, scale=opts.scale, minutes=opts.minutes, share=opts.share, per_user_rps=opts.per_user_rps)[1]
+                 for t in range(n)]  # fmt: skip
+        schedule = Schedule(rates)
+    truth = Truth.open(opts.truth_dir)
+    checker = AnswerChecker(truth.issuers, memo=3_000_000)
+    requests = Requests(truth, urllib.parse.urlsplit(opts.url).netloc, opts.seed)
+    if opts.rate is None:
+        started = wait_for_locust(opts.run_dir, opts.wait)
+    print(f"fastgen: {sum(schedule.counts):,} requests planned over {len(schedule.counts)} s, "
+          f"{opts.connections} connections to {opts.url}", flush=True)  # fmt: skip
+    try:
+        rec, info = uvloop.run(generate(opts, schedule, requests, checker, started))
+    except OSError as e:  # nothing listening, or refused: say so rather than a traceback
+        print(f"fastgen: cannot connect to {opts.url}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    result = write_outputs(opts.run_dir, schedule, rec, info, opts, argv)
+    lat = result["latency_ms"]
+    print(f"fastgen: sent {result['requests']:,}; " + ", ".join(f"{k} {v:,}" for k, v in result["outcomes"].items())
+          + (f"; latency p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms" if lat.get("n") else "")
+          + f"; {result['saturation_reason']}", flush=True)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
