@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Turn one Locust run into a report: ``summary.md``, four PNG plots, and the raw inputs.
+"""Turn one load run (Locust, and fastgen when it ran) into a report: ``summary.md``, four PNG plots, and the raw inputs.
 
 ```sh
 python bench/report.py RUN_DIR                 # writes bench/results/<YYYY-MM-DD>-<scenario>/
@@ -10,37 +10,58 @@ python bench/report.py RUN_DIR --out DIR       # anywhere else
 written. Needs matplotlib (the ``bench`` extra); plots are drawn with the Agg backend, so no
 display is needed.
 
-Input: RUN_DIR holds what the Locust suite wrote during one run.
+Input: RUN_DIR holds what the generators wrote during one run. ``t_s`` is whole seconds since
+meta.json's ``started``.
 
 | file | required | what |
 |---|---|---|
 | ``locust_stats.csv``, ``locust_stats_history.csv``, ``locust_failures.csv`` (``locust_exceptions.csv``) | the first two | Locust's ``--csv RUN_DIR/locust --csv-full-history`` output, unchanged |
-| ``meta.json`` | yes | ``scenario``, ``scale``, ``peak_rps_target``, ``duration_s``, ``generators``, ``commands``, ``commit``, ``started`` (ISO time, UTC if no offset: the moment ``t_s`` = 0), ``saturated``; optional ``delta_interval_s`` |
-| ``shape.csv`` | no | ``t_s,target_rps,users``: the load shape's planned curve; a row's target holds from its ``t_s`` until the next row's (the last until ``duration_s``) |
-| ``checks.csv`` | no | ``t_s,checked,wrong,stale,sig_fail``: per second since ``started``, verified OCSP answers and failed checks by kind |
+| ``meta.json`` | yes | ``scenario``, ``scale``, ``peak_rps_target``, ``duration_s``, ``generators`` (a list of ``{name, processes, load}``, optionally ``share`` and ``connections``), ``commands``, ``commit``, ``started`` (ISO time, UTC if no offset: the moment ``t_s`` = 0), ``saturated`` (``{generator name: bool, "<name>_reason": text, …}``); optional ``delta_interval_s`` |
+| ``shape.csv`` | no | ``t_s,target_rps,users``: the load shape's planned curve (all generators together); a row's target holds from its ``t_s`` until the next row's (the last until ``duration_s``) |
+| ``checks.csv`` | no | ``t_s,checked,wrong,stale,sig_fail``: per second, verified OCSP answers and failed checks by kind, of every generator that checks (Locust and fastgen, summed) |
 | ``propagation.csv`` | no | ``kind,change_at,ocsp_seen_s,delta_crl_seen_s``: seconds from the admin API's acknowledgement of a change until OCSP / the delta CRL showed it, empty if never |
+| ``fastgen.csv`` | no | ``t_s,target_rps,sent,checked,wrong,stale,sig_fail,errors,p50_ms,p99_ms,max_ms,lag_p99_ms``: the open-loop generator per second of scheduled send time; every request sent ends as exactly one of checked, wrong, stale, sig_fail or errors; latency from the scheduled send time to the full answer (empty when nothing was answered), ``lag_p99_ms`` the generator's own delay from scheduled to sent |
+| ``fastgen-latency.csv`` | no | ``t_s,le_ms,count``: fastgen's latency histogram per second (non-empty buckets; ``le_ms`` a bucket's upper bound, or ``inf``) |
+| ``fastgen.json`` | no | fastgen's summary: ``requests``, ``outcomes``, ``error_kinds``, ``latency_ms`` (exact over the run, from scheduled send time), ``latency_from_send_ms``, ``send_lag_ms``, ``cpu_fraction``, ``saturated``, ``saturation_reason`` |
+| ``ceiling.json`` | no | bench/ceiling.py: the most wrk got from the responder and from nginx in the same run (or ``{"error": …}``) |
 
-A missing optional input is reported as "not measured"; nothing is made up for it.
+A missing optional input is reported as "not measured"; nothing is made up for it. Without
+any fastgen file the report is Locust's alone, as before fastgen existed.
 
-OCSP requests are the Locust entries whose ``"<Type> <Name>"`` matches ``--ocsp-match``
+Locust's OCSP requests are its entries whose ``"<Type> <Name>"`` matches ``--ocsp-match``
 (default: contains "ocsp", any case); admin and CRL requests must not match it. The error
-rate and the latency goals are judged on them only (admin requests sign and commit, and are
-slower by design). Where several entries are OCSP, their combined percentile is bounded from
-above from each entry's percentiles and request counts (Locust writes no raw samples): the
-smallest latency at which the entries' listed percentiles guarantee the requested share of
-requests; it is exact with one entry. Latency over time uses the history's percentiles, which
-with ``--csv-full-history`` cover Locust's sliding window of about the last 10 s.
+rate and the latency goals are judged on OCSP requests only (admin requests sign and commit,
+and are slower by design). Where several Locust entries are OCSP, their combined percentile
+is bounded from above from each entry's percentiles and request counts (Locust writes no raw
+samples): the smallest latency at which the entries' listed percentiles guarantee the
+requested share of requests; it is exact with one entry. Latency over time uses the
+history's percentiles, which with ``--csv-full-history`` cover Locust's sliding window of
+about the last 10 s.
+
+With fastgen, the OCSP error rate is (Locust's OCSP failures + fastgen's wrong, stale,
+sig_fail and errors) / (Locust's OCSP requests + fastgen's requests sent), and the p99 goal is
+met only if both Locust's p99 (bound) and fastgen's own (``latency_ms.p99`` of fastgen.json,
+exact) are under 50 ms. fastgen measures from each request's scheduled send time, so a
+responder (or generator) that falls behind shows as latency rather than as fewer requests.
+A quantile of fastgen's histogram is the smallest bucket bound at which the cumulative count
+reaches q·n: an upper bound, exact to the bucket's width.
 
 Sustainable rate (the headroom figure): the shape's curve is cut into steps of constant
 target. A step is judged on its seconds after the first ``--settle`` (5 s: spawning, and the
 up to 3 s a Locust worker's counts take to reach the master), if at least 10 s remain (the
 latency window). It *held* if, in those seconds, the delivered OCSP rate (verified answers
-per second from checks.csv when present, else Locust's OCSP requests) was at least 95 % of
-the target, Locust's OCSP error rate was under 0.1 %, and every 10 s window's p99 inside it
-was under 50 ms. The sustainable rate is the highest target of a held step that is below
-the lowest target of any step that did not hold: the highest rate held with every lower
-rate of the run held too. If no step failed, the ceiling was not reached and the figure is
-a lower bound.
+per second from checks.csv when present, else Locust's OCSP requests plus fastgen's checked
+answers) was at least 95 % of the target, Locust's OCSP error rate was under 0.1 %, and every
+10 s window's Locust p99 inside it was under 50 ms; and, when fastgen sent requests in those
+seconds, fastgen's error share ((wrong + stale + sig_fail + errors) / sent) was under 0.1 %
+and the p99 of every 10 s window of its whole seconds (its histogram summed over the
+window's seconds) was under 50 ms. Without fastgen-latency.csv, fastgen's window p99 is
+bounded by the largest per-second p99 of fastgen.csv in the window (at most 1 % of each
+second's answers were slower, so at most 1 % of the window's). The sustainable rate is the
+highest target of a held step that is below the lowest target of any step that did not hold:
+the highest rate held with every lower rate of the run held too. If no step failed, the
+ceiling was not reached and the figure is a lower bound. The headroom figures are based on it,
+not on the ceiling (ceiling.json), which is the most the responder answered at full load.
 """
 
 from __future__ import annotations
@@ -55,7 +76,7 @@ import math
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +102,9 @@ PLOT_FILES = {
     "checks": "checks.png",
 }
 NOT_MEASURED = "not measured"
+FASTGEN_FILES = ("fastgen.csv", "fastgen-latency.csv", "fastgen.json")
+FASTGEN_FAILURES = ("wrong", "stale", "sig_fail", "errors")  # the outcomes other than a verified right answer
+CEILING_FILE = "ceiling.json"
 
 _PERCENTILE_COLUMN = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
@@ -263,6 +287,74 @@ def read_propagation(path: Path) -> list[Change]:
     ]
 
 
+@dataclasses.dataclass(frozen=True)
+class FastgenSecond:
+    """One row of fastgen.csv: the requests fastgen scheduled in one second, and how they ended."""
+
+    t: float
+    target_rps: float | None
+    sent: int
+    checked: int
+    wrong: int
+    stale: int
+    sig_fail: int
+    errors: int
+    p50_ms: float | None  # None: nothing was answered
+    p99_ms: float | None
+    max_ms: float | None
+    lag_p99_ms: float | None
+
+    @property
+    def failed(self) -> int:
+        return self.wrong + self.stale + self.sig_fail + self.errors
+
+
+Histogram = dict[float, int]  # a bucket's upper bound (ms; math.inf for the last) -> requests in it
+
+
+def read_fastgen(path: Path) -> list[FastgenSecond]:
+    rows = [
+        FastgenSecond(
+            t=float(r["t_s"]),
+            target_rps=_number(r.get("target_rps")),
+            sent=_count(r.get("sent")),
+            checked=_count(r.get("checked")),
+            wrong=_count(r.get("wrong")),
+            stale=_count(r.get("stale")),
+            sig_fail=_count(r.get("sig_fail")),
+            errors=_count(r.get("errors")),
+            p50_ms=_number(r.get("p50_ms")),
+            p99_ms=_number(r.get("p99_ms")),
+            max_ms=_number(r.get("max_ms")),
+            lag_p99_ms=_number(r.get("lag_p99_ms")),
+        )
+        for r in _read_csv(path)
+        if _number(r.get("t_s")) is not None
+    ]
+    return sorted(rows, key=lambda r: r.t)
+
+
+def read_histograms(path: Path) -> dict[int, Histogram]:
+    """fastgen-latency.csv: t_s -> that second's histogram."""
+    found: dict[int, Histogram] = {}
+    for r in _read_csv(path):
+        t, le, n = _number(r.get("t_s")), _number(r.get("le_ms")), _count(r.get("count"))
+        if t is None or le is None or n <= 0:
+            continue
+        hist = found.setdefault(int(t), {})
+        hist[le] = hist.get(le, 0) + n
+    return found
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """An optional JSON input; one that cannot be read is reported as such, not skipped."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        return {"error": f"{path.name} is not JSON ({e})"}
+    return data if isinstance(data, dict) else {"error": f"{path.name} is not a JSON object"}
+
+
 # Arithmetic ------------------------------------------------------------------------------------------------
 
 
@@ -292,6 +384,29 @@ def percentile_upper_bound(parts: Iterable[tuple[float, dict[float, float]]], q:
         if share >= q - 1e-12:
             return x
     return max(v for _, p in usable for v in p.values())
+
+
+def merge_histograms(hists: Iterable[Histogram]) -> Histogram:
+    merged: Histogram = {}
+    for hist in hists:
+        for le, n in hist.items():
+            merged[le] = merged.get(le, 0) + n
+    return merged
+
+
+def histogram_quantile(hist: Histogram, q: float) -> float | None:
+    """The smallest bucket bound at which the cumulative count reaches q·n: an upper bound of
+    the nearest-rank q-quantile (exact when every value sits on a bound); None when empty."""
+    n = sum(hist.values())
+    if n <= 0:
+        return None
+    rank = max(1, math.ceil(q * n - 1e-9))
+    seen = 0
+    for le in sorted(hist):
+        seen += hist[le]
+        if seen >= rank:
+            return le
+    return max(hist)
 
 
 class Counter:
@@ -429,6 +544,84 @@ def request_group(
     return group, note
 
 
+@dataclasses.dataclass
+class Fastgen:
+    """fastgen's files of the run (the open-loop generator); any of them may be missing."""
+
+    seconds: list[FastgenSecond] | None  # fastgen.csv
+    histograms: dict[int, Histogram] | None  # fastgen-latency.csv
+    summary: dict[str, Any] | None  # fastgen.json
+
+    def rows_between(self, a: float, b: float) -> list[FastgenSecond]:
+        return [r for r in self.seconds or [] if a <= r.t < b]
+
+    def totals(self) -> tuple[int, dict[str, int]] | None:
+        """(requests sent, outcome -> count) over the run: fastgen.json's, else fastgen.csv's sums."""
+        kinds = ("checked", *FASTGEN_FAILURES)
+        summary = self.summary or {}
+        outcomes = summary.get("outcomes")
+        if isinstance(summary.get("requests"), int | float) and isinstance(outcomes, dict):
+            return int(summary["requests"]), {k: int(outcomes.get(k) or 0) for k in kinds}
+        if self.seconds is not None:
+            return sum(r.sent for r in self.seconds), {k: sum(getattr(r, k) for r in self.seconds) for k in kinds}
+        return None
+
+    def window_quantile(self, seconds: Sequence[int], q: float) -> float | None:
+        """The q-quantile of the answers scheduled in these seconds, from the histograms summed
+        over them; without fastgen-latency.csv, bounded by the largest of fastgen.csv's own
+        per-second quantiles (p50 or p99): no second had more than 1 - q of its answers above it."""
+        if self.histograms is not None:
+            return histogram_quantile(merge_histograms(self.histograms.get(t, {}) for t in seconds), q)
+        column = {0.5: "p50_ms", 0.99: "p99_ms", 1.0: "max_ms"}.get(q)
+        if column is None or self.seconds is None:
+            return None
+        wanted = set(seconds)
+        values = [getattr(r, column) for r in self.seconds if int(r.t) in wanted and getattr(r, column) is not None]
+        return max(values) if values else None
+
+    def run_quantile(self, key: str, q: float) -> tuple[float | None, bool]:
+        """(the q-quantile over the run, exact?): fastgen.json's ``latency_ms[key]`` (exact), else
+        the whole run's histogram, else the largest per-second figure of fastgen.csv (upper bounds)."""
+        latency = (self.summary or {}).get("latency_ms")
+        if isinstance(latency, dict) and isinstance(latency.get(key), int | float):
+            return float(latency[key]), True
+        if self.histograms is not None:
+            return histogram_quantile(merge_histograms(self.histograms.values()), q), False
+        if self.seconds is not None:
+            return self.window_quantile(sorted({int(r.t) for r in self.seconds}), q), False
+        return None, False
+
+    def figure(self, section: str, key: str) -> float | None:
+        """A number of fastgen.json, e.g. ("send_lag_ms", "p99"); None when not there."""
+        value = (self.summary or {}).get(section)
+        if isinstance(value, dict):
+            value = value.get(key)
+        elif key:
+            value = None
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def load_fastgen(run_dir: Path) -> Fastgen | None:
+    """fastgen's files, or None when it left none (a Locust-only run)."""
+    if not any((run_dir / name).is_file() for name in FASTGEN_FILES):
+        return None
+    return Fastgen(
+        seconds=_optional(run_dir, "fastgen.csv", read_fastgen),
+        histograms=_optional(run_dir, "fastgen-latency.csv", read_histograms),
+        summary=_optional(run_dir, "fastgen.json", read_json),
+    )
+
+
+def second_windows(a: float, b: float) -> list[list[int]]:
+    """The whole seconds t with a <= t < b, as every run of WINDOW_S consecutive ones (all of
+    them as one window when fewer)."""
+    seconds = list(range(math.ceil(a), math.ceil(b)))
+    width = round(WINDOW_S)
+    if len(seconds) < width:
+        return [seconds] if seconds else []
+    return [seconds[i : i + width] for i in range(len(seconds) - width + 1)]
+
+
 # The run ---------------------------------------------------------------------------------------------------
 
 
@@ -441,8 +634,12 @@ class Step:
     reason: str = ""  # why it was not judged, or why it did not hold
     delivered_rps: float | None = None
     error_rate: float | None = None
-    p99_ms: float | None = None
+    p99_ms: float | None = None  # Locust's worst 10 s window
     held: bool = False
+    fastgen_sent: int | None = None  # None: not known (no fastgen.csv, or the step is too short to judge)
+    fastgen_error_rate: float | None = None  # (wrong + stale + sig_fail + errors) / sent
+    fastgen_p99_ms: float | None = None  # fastgen's worst 10 s window
+    fastgen_lag_ms: float | None = None  # the largest per-second p99 of fastgen's own send lag
 
 
 @dataclasses.dataclass
@@ -469,6 +666,8 @@ class Run:
     checks: list[CheckRow] | None
     changes: list[Change] | None
     settle_s: float
+    fastgen: Fastgen | None = None
+    ceiling: dict[str, Any] | None = None
     steps: list[Step] = dataclasses.field(default_factory=list)
     sustainable: Sustainable = dataclasses.field(default_factory=lambda: Sustainable(None, NOT_MEASURED))
 
@@ -509,6 +708,8 @@ def load_run(run_dir: Path, *, ocsp_match: str = DEFAULT_OCSP_MATCH, settle_s: f
         checks=_optional(run_dir, "checks.csv", read_checks),
         changes=_optional(run_dir, "propagation.csv", read_propagation),
         settle_s=settle_s,
+        fastgen=load_fastgen(run_dir),
+        ceiling=_optional(run_dir, CEILING_FILE, read_json),
     )
     run.steps = judge_steps(run)
     run.sustainable = sustainable_rate(run.steps)
@@ -535,6 +736,8 @@ def judge_steps(run: Run) -> list[Step]:
     if not run.shape:
         return []
     steps = shape_steps(run.shape, run.duration_s)
+    fastgen = run.fastgen
+    locust = "locust " if fastgen is not None else ""  # name the generator only when there are two
     for step in steps:
         a, b = step.start + run.settle_s, step.end
         if step.target <= 0:
@@ -543,26 +746,40 @@ def judge_steps(run: Run) -> list[Step]:
         if b - a < WINDOW_S:
             step.reason = f"too short to judge ({step.end - step.start:.0f} s; needs {run.settle_s + WINDOW_S:.0f})"
             continue
+        fastgen_rows = fastgen.rows_between(a, b) if fastgen is not None else []
         if run.checks is not None:
             step.delivered_rps = checked_between(run.checks, a, b) / (b - a)
-        elif run.ocsp.requests:
-            step.delivered_rps = run.ocsp.requests_between(a, b) / (b - a)
+        elif run.ocsp.requests or fastgen_rows:
+            delivered = run.ocsp.requests_between(a, b) + sum(r.checked for r in fastgen_rows)
+            step.delivered_rps = delivered / (b - a)
         sent = run.ocsp.requests_between(a, b)
         if sent > 0:
             step.error_rate = run.ocsp.failures_between(a, b) / sent
         # Without --csv-full-history the history's percentiles are cumulative: no step's own.
-        windows = [t for t in run.history_times if a + WINDOW_S <= t <= b] if run.ocsp.full_history else []
-        p99s = [p for p in (run.ocsp.window_percentile(t, 0.99) for t in windows) if p is not None]
+        ends = [t for t in run.history_times if a + WINDOW_S <= t <= b] if run.ocsp.full_history else []
+        p99s = [p for p in (run.ocsp.window_percentile(t, 0.99) for t in ends) if p is not None]
         step.p99_ms = max(p99s) if p99s else None
-        unmeasured = [
-            name
-            for name, value in (
-                ("delivered rate", step.delivered_rps),
-                ("error rate", step.error_rate),
-                ("p99", step.p99_ms),
-            )
-            if value is None
+        figures: list[tuple[str, float | None]] = [
+            ("delivered rate", step.delivered_rps),
+            (f"{locust}error rate", step.error_rate),
+            (f"{locust}p99", step.p99_ms),
         ]
+        if fastgen is not None:
+            if fastgen.seconds is None:
+                figures.append(("fastgen error rate and p99 (no fastgen.csv)", None))
+            else:
+                step.fastgen_sent = sum(r.sent for r in fastgen_rows)
+            if step.fastgen_sent:
+                step.fastgen_error_rate = sum(r.failed for r in fastgen_rows) / step.fastgen_sent
+                fastgen_p99s = [fastgen.window_quantile(w, 0.99) for w in second_windows(a, b)]
+                step.fastgen_p99_ms = max((p for p in fastgen_p99s if p is not None), default=None)
+                step.fastgen_lag_ms = max(
+                    (r.lag_p99_ms for r in fastgen_rows if r.lag_p99_ms is not None), default=None
+                )
+                answered = step.fastgen_sent - sum(r.errors for r in fastgen_rows)
+                if answered > 0:  # when nothing was answered there is no latency, and the error share fails
+                    figures.append(("fastgen p99", step.fastgen_p99_ms))
+        unmeasured = [name for name, value in figures if value is None]
         if unmeasured:
             step.reason = f"{' and '.join(unmeasured)} not measured"
             if not run.ocsp.full_history:
@@ -574,9 +791,18 @@ def judge_steps(run: Run) -> list[Step]:
         if step.delivered_rps < RATE_TOLERANCE * step.target:
             misses.append(f"delivered {step.delivered_rps / step.target:.0%} of the target")
         if step.error_rate >= ERROR_RATE_GOAL:
-            misses.append(f"error rate {fmt_pct(step.error_rate)}")
+            misses.append(f"{locust}error rate {fmt_pct(step.error_rate)}")
         if step.p99_ms >= P99_GOAL_MS:
-            misses.append(f"p99 {fmt_ms(step.p99_ms)}")
+            misses.append(f"{locust}p99 {fmt_ms(step.p99_ms)}")
+        if step.fastgen_error_rate is not None and step.fastgen_error_rate >= ERROR_RATE_GOAL:
+            misses.append(f"fastgen error rate {fmt_pct(step.fastgen_error_rate)}")
+        if step.fastgen_p99_ms is not None and step.fastgen_p99_ms >= P99_GOAL_MS:
+            lag = (
+                ""
+                if step.fastgen_lag_ms is None
+                else f" (its own send lag p99 up to {fmt_ms_fine(step.fastgen_lag_ms)})"
+            )
+            misses.append(f"fastgen p99 {fmt_ms_fine(step.fastgen_p99_ms)}{lag}")
         step.held = not misses
         step.reason = "; ".join(misses)
     return steps
@@ -623,6 +849,13 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:,.0f} ms"
 
 
+def fmt_ms_fine(ms: float) -> str:
+    """fastgen's latencies, measured to 0.1 ms: one decimal below 10 ms; ∞ past the last bucket."""
+    if math.isinf(ms):
+        return "∞"
+    return f"{ms:.1f} ms" if ms < 10 else fmt_ms(ms)
+
+
 def fmt_s(seconds: float) -> str:
     if math.isinf(seconds):
         return "never"
@@ -651,6 +884,75 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
+def _error_rate_goal(run: Run) -> Goal:
+    g = run.ocsp
+    name = f"OCSP error rate < {fmt_pct(ERROR_RATE_GOAL)}"
+    all_locust = ""
+    if run.total and run.total.requests and run.total.label not in {e.label for e in g.entries}:
+        all_locust = f"; all Locust requests: {fmt_pct(run.total.failures / run.total.requests)}"
+    if run.fastgen is None:
+        if g.run_requests == 0:
+            return Goal(name, NOT_MEASURED, "Locust sent no OCSP requests")
+        rate = g.run_failures / g.run_requests
+        figure = f"{fmt_pct(rate)} ({fmt_int(g.run_failures)} failed of {fmt_int(g.run_requests)} Locust OCSP requests"
+        return Goal(name, _verdict(rate < ERROR_RATE_GOAL), figure + all_locust + ")")
+    totals = run.fastgen.totals()
+    if totals is None:
+        sent, failed, split = 0, 0, "fastgen's outcomes not measured (neither fastgen.json nor fastgen.csv)"
+    else:
+        sent, outcomes = totals
+        failed = sum(outcomes[k] for k in FASTGEN_FAILURES)
+        split = (
+            f"fastgen {fmt_int(failed)} of {fmt_int(sent)}: wrong status {fmt_int(outcomes['wrong'])}, stale {fmt_int(outcomes['stale'])}, "
+            f"bad signature {fmt_int(outcomes['sig_fail'])}, errors {fmt_int(outcomes['errors'])}"
+        )
+    requests, failures = g.run_requests + sent, g.run_failures + failed
+    if requests == 0:
+        return Goal(name, NOT_MEASURED, f"no OCSP requests were sent (Locust none; {split})")
+    rate = failures / requests
+    figure = (
+        f"{fmt_pct(rate)} ({fmt_int(failures)} failed of {fmt_int(requests)} OCSP requests: "
+        f"Locust {fmt_int(g.run_failures)} of {fmt_int(g.run_requests)}; {split}{all_locust})"
+    )
+    return Goal(name, _verdict(rate < ERROR_RATE_GOAL), figure)
+
+
+def _p99_goal(run: Run) -> Goal:
+    g = run.ocsp
+    name = f"OCSP p99 < {fmt_ms(P99_GOAL_MS)}"
+    p99 = g.run_percentiles.get(0.99)
+    if p99 is None:
+        locust = "no OCSP latency in locust_stats.csv"
+    elif g.exact:
+        locust = f"{fmt_ms(p99)} (over the run, at the generator)"
+    else:
+        each = ", ".join(f"{e.label} {fmt_ms(e.percentiles[0.99])}" for e in g.entries if 0.99 in e.percentiles)
+        locust = f"≤ {fmt_ms(p99)} (over the run, at the generator; an upper bound from the request types' own: {each})"
+    if run.fastgen is None:
+        return Goal(name, NOT_MEASURED if p99 is None else _verdict(p99 < P99_GOAL_MS), locust)
+    fastgen_p99, exact = run.fastgen.run_quantile("p99", 0.99)
+    if fastgen_p99 is None:
+        fastgen = f"{NOT_MEASURED} (no latency in fastgen.json, fastgen-latency.csv or fastgen.csv)"
+    elif exact:
+        n = run.fastgen.figure("latency_ms", "n")
+        answers = f"its {fmt_int(n)} answers" if n is not None else "its answers"
+        fastgen = f"{fmt_ms_fine(fastgen_p99)} (exact over {answers}, from each request's scheduled send time)"
+    else:
+        source = (
+            "its latency histogram"
+            if run.fastgen.histograms is not None
+            else "the largest per-second p99 of fastgen.csv"
+        )
+        fastgen = (
+            f"≤ {fmt_ms_fine(fastgen_p99)} (from scheduled send time; an upper bound from {source}, no fastgen.json)"
+        )
+    figure = f"Locust {locust}; fastgen {fastgen}"
+    measured = [v for v in (p99, fastgen_p99) if v is not None]
+    if any(v >= P99_GOAL_MS for v in measured):
+        return Goal(name, "missed", figure)
+    return Goal(name, "met" if len(measured) == 2 else NOT_MEASURED, figure)
+
+
 def goals(run: Run) -> list[Goal]:
     found: list[Goal] = []
     name = "zero wrong answers (wrong status, stale, bad signature)"
@@ -663,33 +965,11 @@ def goals(run: Run) -> list[Goal]:
         if checked == 0 and bad == 0:
             found.append(Goal(name, NOT_MEASURED, "checks.csv counts no verified answers"))
         else:
-            figure = f"{fmt_int(bad)} wrong of {fmt_int(checked)} verified OCSP answers (wrong status {fmt_int(wrong)}, stale {fmt_int(stale)}, bad signature {fmt_int(sig)})"
+            both = " of both generators" if run.fastgen is not None else ""  # checks.csv sums their checks
+            figure = f"{fmt_int(bad)} wrong of {fmt_int(checked)} verified OCSP answers{both} (wrong status {fmt_int(wrong)}, stale {fmt_int(stale)}, bad signature {fmt_int(sig)})"
             found.append(Goal(name, _verdict(bad == 0), figure))
 
-    g = run.ocsp
-    name = f"OCSP error rate < {fmt_pct(ERROR_RATE_GOAL)}"
-    if g.run_requests == 0:
-        found.append(Goal(name, NOT_MEASURED, "Locust sent no OCSP requests"))
-    else:
-        rate = g.run_failures / g.run_requests
-        figure = f"{fmt_pct(rate)} ({fmt_int(g.run_failures)} failed of {fmt_int(g.run_requests)} Locust OCSP requests"
-        if run.total and run.total.requests and run.total.label not in {e.label for e in g.entries}:
-            figure += f"; all Locust requests: {fmt_pct(run.total.failures / run.total.requests)}"
-        found.append(Goal(name, _verdict(rate < ERROR_RATE_GOAL), figure + ")"))
-
-    name = f"OCSP p99 < {fmt_ms(P99_GOAL_MS)}"
-    p99 = g.run_percentiles.get(0.99)
-    if p99 is None:
-        found.append(Goal(name, NOT_MEASURED, "no OCSP latency in locust_stats.csv"))
-    else:
-        if g.exact:
-            figure = f"{fmt_ms(p99)} (over the run, at the generator)"
-        else:
-            each = ", ".join(f"{e.label} {fmt_ms(e.percentiles[0.99])}" for e in g.entries if 0.99 in e.percentiles)
-            figure = (
-                f"≤ {fmt_ms(p99)} (over the run, at the generator; an upper bound from the request types' own: {each})"
-            )
-        found.append(Goal(name, _verdict(p99 < P99_GOAL_MS), figure))
+    found += [_error_rate_goal(run), _p99_goal(run)]
 
     name = f"revocation propagation to OCSP p99 < {fmt_s(PROPAGATION_GOAL_S)}"
     if run.changes is None:
@@ -728,7 +1008,7 @@ def _legend(*axes: Any) -> None:
         handles += h
         labels += la
     if handles:
-        axes[0].legend(handles, labels, loc="upper left", fontsize="small")
+        axes[0].legend(handles, labels, loc="upper left", fontsize="small", ncol=2 if len(handles) > 7 else 1)
 
 
 def _seconds(run: Run) -> list[float]:
@@ -752,14 +1032,44 @@ def plot_throughput(run: Run, path: Path) -> None:
             ls="--",
             label="target (shape.csv)",
         )
+    fastgen_rows = run.fastgen.seconds if run.fastgen is not None and run.fastgen.seconds else []
     if run.checks is not None:
         ax.plot(
             [c.t for c in run.checks],
             [c.checked for c in run.checks],
             color="tab:blue",
             lw=1,
-            label="verified OCSP answers/s (checks.csv)",
+            label="verified OCSP answers/s, both generators (checks.csv)"
+            if fastgen_rows
+            else "verified OCSP answers/s (checks.csv)",
         )
+    elif fastgen_rows and run.ocsp.requests:
+        checked = {round(r.t): r.checked for r in fastgen_rows}
+        ax.plot(
+            seconds,
+            [run.ocsp.requests_between(t - 2.5, t + 2.5) / 5 + checked.get(round(t), 0) for t in seconds],
+            color="tab:blue",
+            lw=1,
+            label="total: Locust OCSP requests/s + fastgen verified answers/s",
+        )
+    if fastgen_rows:
+        ax.plot(
+            [r.t for r in fastgen_rows],
+            [r.checked for r in fastgen_rows],
+            color="tab:purple",
+            lw=1,
+            label="fastgen verified answers/s (fastgen.csv)",
+        )
+        planned = [(r.t, r.target_rps) for r in fastgen_rows if r.target_rps is not None]
+        if planned:
+            ax.plot(
+                [t for t, _ in planned],
+                [v for _, v in planned],
+                color="tab:purple",
+                lw=0.8,
+                ls=":",
+                label="fastgen's planned rate",
+            )
     if run.ocsp.requests:
         # Locust's master hears from its workers every 3 s: a 5 s average hides the lumps.
         ax.plot(
@@ -780,13 +1090,24 @@ def plot_throughput(run: Run, path: Path) -> None:
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("requests per second")
     ax.set_ylim(bottom=0)
+    if fastgen_rows:  # room above the lines for the longer legend
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)
     err = ax.twinx()
     rates = []
+    fastgen_by_t = {round(r.t): r for r in fastgen_rows}
     for t in seconds:
         sent = run.ocsp.requests_between(t - WINDOW_S, t)
-        rates.append(100 * run.ocsp.failures_between(t - WINDOW_S, t) / sent if sent > 0 else math.nan)
-    if run.ocsp.requests:
-        err.plot(seconds, rates, color="tab:red", lw=1, label="OCSP error rate, last 10 s (%)")
+        failed = run.ocsp.failures_between(t - WINDOW_S, t)
+        for sec in range(round(t - WINDOW_S), round(t)):  # fastgen's whole seconds in [t - 10, t)
+            row = fastgen_by_t.get(sec)
+            if row is not None:
+                sent, failed = sent + row.sent, failed + row.failed
+        rates.append(100 * failed / sent if sent > 0 else math.nan)
+    if run.ocsp.requests or fastgen_rows:
+        label = (
+            "OCSP error rate, Locust and fastgen, last 10 s (%)" if fastgen_rows else "OCSP error rate, last 10 s (%)"
+        )
+        err.plot(seconds, rates, color="tab:red", lw=1, label=label)
     err.axhline(
         100 * ERROR_RATE_GOAL, color="tab:red", lw=0.8, ls=":", label=f"error-rate goal {fmt_pct(ERROR_RATE_GOAL)}"
     )
@@ -803,19 +1124,53 @@ def plot_throughput(run: Run, path: Path) -> None:
 def plot_latency(run: Run, path: Path) -> None:
     fig, (ax,) = _figure()
     times = sorted(run.ocsp.history)
+    fastgen = run.fastgen if run.fastgen is not None and run.fastgen.seconds else None
+    who = "Locust " if fastgen is not None else ""
     any_positive = False
     for q, color in ((0.5, "tab:blue"), (0.95, "tab:orange"), (0.99, "tab:red")):
         values = [run.ocsp.window_percentile(t, q) for t in times]
         points = [(t, v) for t, v in zip(times, values, strict=True) if v is not None and v > 0]
         any_positive = any_positive or bool(points)
-        ax.plot([t for t, _ in points], [v for _, v in points], color=color, lw=1, label=f"p{round(q * 100)}")
+        ax.plot([t for t, _ in points], [v for _, v in points], color=color, lw=1, label=f"{who}p{round(q * 100)}")
+    if fastgen is not None:
+        rows = fastgen.seconds or []
+        lines: list[tuple[str, list[tuple[float, float | None]], dict[str, Any]]] = [
+            ("fastgen p50, per second", [(r.t, r.p50_ms) for r in rows], {"color": "tab:cyan", "lw": 0.8}),
+            ("fastgen p99, per second", [(r.t, r.p99_ms) for r in rows], {"color": "tab:pink", "lw": 0.8}),
+        ]
+        if fastgen.histograms is not None:
+            ends = sorted(int(r.t) for r in rows)
+            width = round(WINDOW_S)
+            window_p99 = [(t + 1.0, fastgen.window_quantile(range(t - width + 1, t + 1), 0.99)) for t in ends]
+            lines.append(("fastgen p99, last 10 s (judged)", window_p99, {"color": "tab:purple", "lw": 1.2}))
+        lines.append(
+            (
+                "fastgen send lag p99 (its own delay)",
+                [(r.t, r.lag_p99_ms) for r in rows],
+                {"color": "grey", "lw": 0.8, "ls": "--"},
+            )
+        )
+        for label, series, style in lines:
+            points = [(t, v) for t, v in series if v is not None and 0 < v < math.inf]
+            any_positive = any_positive or bool(points)
+            if points:
+                ax.plot([t for t, _ in points], [v for _, v in points], label=label, **style)
     ax.axhline(P99_GOAL_MS, color="black", ls="--", lw=0.8, label=f"p99 goal {fmt_ms(P99_GOAL_MS)}")
     if any_positive:
         ax.set_yscale("log")
+        if fastgen is not None:  # room above the lines for the longer legend
+            bottom, top = ax.get_ylim()
+            ax.set_ylim(bottom, top * 30)
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("OCSP latency at the generator (ms)")
     window = "Locust's last ~10 s" if run.ocsp.full_history else "cumulative (history without --csv-full-history)"
-    ax.set_title(f"{run.meta.get('scenario', '?')}: OCSP latency percentiles ({window})")
+    if fastgen is not None:
+        window = "its last ~10 s" if run.ocsp.full_history else "cumulative"
+        ax.set_title(
+            f"{run.meta.get('scenario', '?')}: OCSP latency (Locust: {window}; fastgen: from scheduled send time)"
+        )
+    else:
+        ax.set_title(f"{run.meta.get('scenario', '?')}: OCSP latency percentiles ({window})")
     _legend(ax)
     fig.savefig(path, dpi=100)
 
@@ -886,7 +1241,81 @@ def saturation_flags(meta: dict[str, Any]) -> tuple[dict[str, bool], dict[str, A
     return flags, {k: v for k, v in saturated.items() if k not in flags}
 
 
+def _saturation(run: Run) -> tuple[dict[str, bool], dict[str, str], dict[str, Any]]:
+    """(generator -> saturated, generator -> why, other details) from meta.json's ``saturated``,
+    and for fastgen from fastgen.json where meta.json does not say."""
+    flags, details = saturation_flags(run.meta)
+    names = {str(g.get("name")) for g in run.meta.get("generators") or [] if isinstance(g, dict)} | set(flags)
+    reasons = {}
+    for name in sorted(names):
+        reason = details.get(f"{name}_reason")
+        if isinstance(reason, str):
+            reasons[name] = reason
+            del details[f"{name}_reason"]
+    summary = run.fastgen.summary if run.fastgen is not None else None
+    if summary:
+        if "fastgen" not in flags and isinstance(summary.get("saturated"), bool):
+            flags["fastgen"] = summary["saturated"]
+        if "fastgen" not in reasons and isinstance(summary.get("saturation_reason"), str):
+            reasons["fastgen"] = summary["saturation_reason"]
+    return flags, reasons, details
+
+
 def _generators(run: Run) -> list[str]:
+    generators = [g for g in run.meta.get("generators") or [] if isinstance(g, dict)]
+    if run.fastgen is None and not any("share" in g for g in generators):
+        return _generators_locust_only(run)
+    flags, reasons, details = _saturation(run)
+    fastgen = run.fastgen
+    if fastgen is not None and not any(g.get("name") == "fastgen" for g in generators):
+        summary = fastgen.summary or {}
+        generators.append(
+            {"name": "fastgen", "processes": summary.get("processes", "–"), "load": "not recorded in meta.json"}
+        )
+    lines = [
+        "| generator | share of the load | processes | load | saturated | its own figures |",
+        "|---|--:|--:|---|---|---|",
+    ]
+    for g in generators:
+        name = str(g.get("name", "?"))
+        share = g.get("share")
+        share_text = _num(share, lambda x: f"{100 * x:g} %")
+        sat = flags.get(name)
+        sat_text = "not recorded" if sat is None else ("**yes**" if sat else "no")
+        if name in reasons:
+            sat_text += f": {reasons[name]}"
+        own = _fastgen_own(g, fastgen) if name == "fastgen" and fastgen is not None else ""
+        lines.append(
+            f"| {_cell(name)} | {share_text} | {_cell(g.get('processes', '–'))} | {_cell(g.get('load', '–'))} | {_cell(sat_text)} | {_cell(own)} |"
+        )
+    if len(lines) == 2:
+        lines.append("| not recorded | | | | | |")
+    if details:
+        lines += ["", "Saturation details (meta.json): " + ", ".join(f"{k} {v}" for k, v in details.items()) + "."]
+    return lines
+
+
+def _fastgen_own(entry: dict[str, Any], fastgen: Fastgen) -> str:
+    """fastgen's connections, CPU and send lag: what says whether it kept its schedule."""
+    parts = []
+    connections = entry.get("connections", (fastgen.summary or {}).get("connections"))
+    if connections is not None:
+        parts.append(f"{connections} connections")
+    cpu = fastgen.figure("cpu_fraction", "")
+    parts.append(f"cpu_fraction {cpu:.2f}" if cpu is not None else "cpu_fraction not recorded")
+    lag = fastgen.figure("send_lag_ms", "p99")
+    lags = [r.lag_p99_ms for r in fastgen.seconds or [] if r.lag_p99_ms is not None]
+    if lag is not None:
+        parts.append(f"send lag p99 {fmt_ms_fine(lag)} (scheduled → sent)")
+    elif lags:
+        parts.append(f"send lag p99 ≤ {fmt_ms_fine(max(lags))} (the largest per-second p99; no fastgen.json)")
+    else:
+        parts.append(f"send lag {NOT_MEASURED}")
+    return "; ".join(parts)
+
+
+def _generators_locust_only(run: Run) -> list[str]:
+    """The table of a run without fastgen, as it always was."""
     flags, details = saturation_flags(run.meta)
     lines = ["| generator | processes | load | saturated |", "|---|--:|---|---|"]
     for g in run.meta.get("generators") or []:
@@ -911,6 +1340,14 @@ def _step_table(run: Run) -> list[str]:
         ratio = "–" if s.delivered_rps is None or s.target <= 0 else f"{s.delivered_rps / s.target:.0%}"
         err = "–" if s.error_rate is None else fmt_pct(s.error_rate)
         p99 = "–" if s.p99_ms is None else fmt_ms(s.p99_ms)
+        if run.fastgen is not None:
+            if not s.fastgen_sent:
+                fastgen_err = fastgen_p99 = "–" if s.fastgen_sent is None else "sent nothing"
+            else:  # a missing figure: the reason column says why
+                fastgen_err = "–" if s.fastgen_error_rate is None else fmt_pct(s.fastgen_error_rate)
+                fastgen_p99 = "–" if s.fastgen_p99_ms is None else fmt_ms_fine(s.fastgen_p99_ms)
+            err = f"locust {err} · fastgen {fastgen_err}"
+            p99 = f"locust {p99} · fastgen {fastgen_p99}"
         if s.judged:
             held = "yes" if s.held else f"**no**: {s.reason}"
         else:
@@ -944,19 +1381,41 @@ def _headroom(run: Run) -> list[str]:
     else:
         lines.append(f"Headroom: {NOT_MEASURED}.")
     lines.append("")
-    source = (
-        "verified answers per second from checks.csv"
-        if run.checks is not None
-        else "Locust's OCSP requests per second (no checks.csv)"
-    )
-    lines.append(
-        f"Definition: the load shape is cut into steps of constant target. A step is judged on its seconds after the first "
-        f"{run.settle_s:g} s (spawning, and worker reports reaching Locust's master), if at least {WINDOW_S:g} s remain. It held if the "
-        f"delivered OCSP rate ({source}) was at least {RATE_TOLERANCE:.0%} of the target, Locust's OCSP error rate was under "
-        f"{fmt_pct(ERROR_RATE_GOAL)}, and the p99 of every {WINDOW_S:g} s window inside it was under {fmt_ms(P99_GOAL_MS)}. The sustainable "
-        f"rate is the highest target held below the lowest target that did not hold (every lower rate of the run held too)."
-    )
-    flags, _ = saturation_flags(run.meta)
+    if run.fastgen is None:
+        source = (
+            "verified answers per second from checks.csv"
+            if run.checks is not None
+            else "Locust's OCSP requests per second (no checks.csv)"
+        )
+        lines.append(
+            f"Definition: the load shape is cut into steps of constant target. A step is judged on its seconds after the first "
+            f"{run.settle_s:g} s (spawning, and worker reports reaching Locust's master), if at least {WINDOW_S:g} s remain. It held if the "
+            f"delivered OCSP rate ({source}) was at least {RATE_TOLERANCE:.0%} of the target, Locust's OCSP error rate was under "
+            f"{fmt_pct(ERROR_RATE_GOAL)}, and the p99 of every {WINDOW_S:g} s window inside it was under {fmt_ms(P99_GOAL_MS)}. The sustainable "
+            f"rate is the highest target held below the lowest target that did not hold (every lower rate of the run held too)."
+        )
+    else:
+        source = (
+            "verified answers per second of both generators, from checks.csv"
+            if run.checks is not None
+            else "Locust's OCSP requests plus fastgen's verified answers per second; no checks.csv"
+        )
+        fastgen_latency = (
+            "its latency histogram summed over the window's seconds"
+            if run.fastgen.histograms is not None
+            else "bounded by the window's largest per-second p99 of fastgen.csv, as there is no fastgen-latency.csv"
+        )
+        lines.append(
+            f"Definition: the load shape is cut into steps of constant target. A step is judged on its seconds after the first "
+            f"{run.settle_s:g} s (spawning, and worker reports reaching Locust's master), if at least {WINDOW_S:g} s remain. It held if the "
+            f"delivered OCSP rate ({source}) was at least {RATE_TOLERANCE:.0%} of the target, and for each generator the OCSP error rate "
+            f"was under {fmt_pct(ERROR_RATE_GOAL)} and the p99 of every {WINDOW_S:g} s window inside it was under {fmt_ms(P99_GOAL_MS)}: "
+            f"Locust's from its history's percentiles and failures; fastgen's (when it sent in those seconds) over its whole seconds of "
+            f"scheduled send time, the error share being (wrong + stale + bad signature + errors) / sent and the p99 from {fastgen_latency}, "
+            f"measured from each request's scheduled send time. The sustainable rate is the highest target held below the lowest target that "
+            f"did not hold (every lower rate of the run held too)."
+        )
+    flags, _, _ = _saturation(run)
     if any(flags.values()):
         names = ", ".join(k for k, v in flags.items() if v)
         lines += [
@@ -1049,13 +1508,173 @@ def _checks(run: Run) -> list[str]:
     peak = max((c.checked for c in run.checks), default=0)
     totals = {k: sum(getattr(c, k) for c in run.checks) for k in ("wrong", "stale", "sig_fail")}
     first_bad = next((c.t for c in run.checks if c.wrong or c.stale or c.sig_fail), None)
+    both = " by both generators" if run.fastgen is not None else ""
     text = (
-        f"{fmt_int(checked)} OCSP answers verified (peak {fmt_int(peak)} in one second); wrong status {fmt_int(totals['wrong'])}, "
+        f"{fmt_int(checked)} OCSP answers verified{both} (peak {fmt_int(peak)} in one second); wrong status {fmt_int(totals['wrong'])}, "
         f"stale {fmt_int(totals['stale'])}, bad signature {fmt_int(totals['sig_fail'])}"
     )
     if first_bad is not None:
         text += f"; the first failed check at t = {first_bad:,.0f} s"
-    return [text + "."]
+    lines = [text + "."]
+    fastgen_totals = run.fastgen.totals() if run.fastgen is not None else None
+    if run.fastgen is not None:
+        lines.append("")
+        own = (
+            f"{NOT_MEASURED} (neither fastgen.json nor fastgen.csv)"
+            if fastgen_totals is None
+            else f"{fmt_int(fastgen_totals[1]['checked'])} verified, wrong status {fmt_int(fastgen_totals[1]['wrong'])}, "
+            f"stale {fmt_int(fastgen_totals[1]['stale'])}, bad signature {fmt_int(fastgen_totals[1]['sig_fail'])}"
+        )
+        lines.append(
+            "checks.csv sums Locust's and fastgen's per-second checks (each checks every answer against the ground truth); "
+            f"fastgen's own count: {own}."
+        )
+    return lines
+
+
+def _fastgen_section(run: Run) -> list[str]:
+    fastgen = run.fastgen
+    assert fastgen is not None
+    summary = fastgen.summary or {}
+    lines: list[str] = []
+    if "error" in summary:
+        lines += [f"fastgen.json: {NOT_MEASURED}: {summary['error']}.", ""]
+    totals = fastgen.totals()
+    if totals is None:
+        lines.append(f"Requests: {NOT_MEASURED} (neither fastgen.json nor fastgen.csv).")
+    else:
+        sent, o = totals
+        where = "fastgen.json" if fastgen.summary and "requests" in fastgen.summary else "fastgen.csv, summed"
+        planned = _num(summary.get("planned"), lambda n: f" of {fmt_int(n)} planned", "")
+        lines.append(
+            f"{fmt_int(sent)} requests sent{planned} open-loop on its schedule ({where}): {fmt_int(o['checked'])} right answers verified, "
+            f"wrong status {fmt_int(o['wrong'])}, stale {fmt_int(o['stale'])}, bad signature {fmt_int(o['sig_fail'])}, "
+            f"errors {fmt_int(o['errors'])} (HTTP errors, tryLater, connections lost, unanswered at the end)."
+        )
+        if fastgen.seconds is not None and where == "fastgen.json":
+            per_second = sum(r.sent for r in fastgen.seconds)
+            if per_second != sent:
+                lines.append(
+                    f"fastgen.csv's seconds add up to {fmt_int(per_second)} requests sent, not {fmt_int(sent)}."
+                )
+    kinds = summary.get("error_kinds")
+    if isinstance(kinds, dict) and kinds:
+        lines.append("")
+        ordered = sorted(kinds.items(), key=lambda kv: (-(kv[1] if isinstance(kv[1], int | float) else 0), kv[0]))
+        lines.append(
+            "Errors by kind: "
+            + ", ".join(f"{_cell(k)} {fmt_int(v) if isinstance(v, int | float) else v}" for k, v in ordered)
+            + "."
+        )
+    lines += [
+        "",
+        "| latency | answers | p50 | p90 | p99 | p99.9 | max |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+
+    def row(label: str, section: str, count: bool) -> str:
+        cells = [label, fmt_int(n) if count and (n := fastgen.figure(section, "n")) is not None else "–"]
+        for key in ("p50", "p90", "p99", "p999", "max"):
+            value = fastgen.figure(section, key)
+            cells.append("–" if value is None else fmt_ms_fine(value))
+        return "| " + " | ".join(cells) + " |"
+
+    if isinstance(summary.get("latency_ms"), dict):
+        lines += [
+            row("scheduled send → full answer (judged)", "latency_ms", True),
+            row("actual send → full answer", "latency_from_send_ms", False),
+            row("scheduled → actually sent (fastgen's own lag)", "send_lag_ms", False),
+        ]
+    else:
+        cells = ["scheduled send → full answer, upper bounds (no fastgen.json)", "–"]
+        for q in (0.5, 0.9, 0.99, 0.999, 1.0):
+            value, _ = fastgen.run_quantile("", q)
+            cells.append("–" if value is None else f"≤ {fmt_ms_fine(value)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Latency counts from each request's scheduled send time, so a request that waited for a stalled responder (or generator) "
+        "is counted late rather than not sent (no coordinated omission); a large send lag means fastgen itself fell behind.",
+    ]
+    return lines
+
+
+def _num(value: Any, fmt: Callable[[float], str], missing: str = "–") -> str:
+    """A number of a JSON input, formatted; ``missing`` when it is absent or not a number."""
+    return fmt(value) if isinstance(value, int | float) and not isinstance(value, bool) else missing
+
+
+def _ceiling(run: Run) -> list[str]:
+    ceiling = run.ceiling
+    assert ceiling is not None
+    if "error" in ceiling:
+        return [f"Ceiling: {NOT_MEASURED}: {ceiling['error']}"]
+    req = ceiling.get("requests")
+    req = req if isinstance(req, dict) else {}
+    lines = [
+        f"Measured with {ceiling.get('tool', 'not recorded')}: {ceiling.get('rounds', '?')} round(s) of {ceiling.get('duration_s', '?')} s "
+        f"per target, {ceiling.get('connections', '?')} connections, {ceiling.get('threads', '?')} thread(s); requests: "
+        f"{_num(req.get('count'), fmt_int, '?')} ({_num(req.get('distinct'), fmt_int, '?')} distinct, {req.get('method', '?')}) "
+        f"from {req.get('list', 'not recorded')}.",
+        "",
+        "| target | workers | req/s (median) | each round (req/s) | p50 | p99 | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    targets = [t for t in ceiling.get("targets") or [] if isinstance(t, dict)]
+    for t in targets:
+        runs = " · ".join(_num(r, fmt_int) for r in t.get("runs_req_s") or []) or "–"
+        lines.append(
+            f"| {_cell(t.get('name', '?'))} | {_cell(t.get('workers', '–'))} | {_num(t.get('req_s'), fmt_int)} | {runs} | "
+            f"{_num(t.get('p50_ms'), fmt_ms_fine)} | {_num(t.get('p99_ms'), fmt_ms_fine)} | {_num(t.get('errors'), fmt_int)} |"
+        )
+    if not targets:
+        lines.append("| not recorded | | | | | | |")
+    lines.append("")
+    responder = next((t for t in targets if t.get("name") == "responder"), None)
+    rate = responder.get("req_s") if responder else None
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        lines.append(
+            f"- ceiling: {fmt_int(rate)} req/s = {fmt_ratio(rate / TAX_SEASON_PEAK_RPS)} the tax-season peak ({fmt_rate(TAX_SEASON_PEAK_RPS)}) "
+            f"and {fmt_ratio(rate / EID_BOUND_RPS)} the eID bound ({fmt_rate(EID_BOUND_RPS)}) — a ceiling at full load, "
+            "not the sustainable rate judged above"
+        )
+    else:
+        lines.append(f"- ceiling: {NOT_MEASURED} (ceiling.json has no req/s for the responder)")
+    nginx = ceiling.get("nginx")
+    serves = nginx.get("serves") if isinstance(nginx, dict) else None
+    serves = f"; nginx serves {serves}" if isinstance(serves, str) else ""
+    lines.append(
+        f"- Responder / nginx: {_num(ceiling.get('ratio_to_nginx'), lambda r: f'{r:.2f}', NOT_MEASURED)} "
+        f"(req/s with the same wrk requests, in the same run{_cell(serves)})"
+    )
+    answers = ceiling.get("answers")
+    if isinstance(answers, dict):
+        census = answers.get("census")
+        census_text = (
+            ", ".join(f"{_cell(k)} {_num(v, fmt_int)}" for k, v in census.items())
+            if isinstance(census, dict)
+            else "not recorded"
+        )
+        wrong = answers.get("wrong")
+        wrong_text = _num(wrong, fmt_int)
+        problems = answers.get("problems")
+        if isinstance(wrong, int | float) and wrong:
+            wrong_text = f"**{wrong_text}**"
+            if isinstance(problems, dict) and problems:
+                wrong_text += " (" + ", ".join(f"{_cell(k)} {_num(v, fmt_int)}" for k, v in problems.items()) + ")"
+        lines.append(
+            f"- Answers (wrk cannot tell them apart): census {census_text}; checked against the ground truth "
+            f"{_num(answers.get('checked'), fmt_int)}, wrong {wrong_text}"
+        )
+    else:
+        lines.append(f"- Answers: {NOT_MEASURED}")
+    load = ceiling.get("load_average")
+    if isinstance(load, list) and load:
+        lines.append(f"- Load average (1 min) before and after: {', '.join(str(v) for v in load)}")
+    commands = ceiling.get("commands") or []
+    if commands:
+        lines += ["", "```sh", *[str(c) for c in commands], "```"]
+    return lines
 
 
 _META_USED = {
@@ -1098,14 +1717,28 @@ def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]
     for g in goals(run):
         verdict = f"**{g.verdict}**" if g.verdict == "missed" else g.verdict
         lines.append(f"| {_cell(g.goal)} | {verdict} | {_cell(g.figure)} |")
-    lines += ["", *_headroom(run), "", "## Generators", "", *_generators(run), ""]
+    lines += ["", *_headroom(run), ""]
+    if run.ceiling is not None:
+        lines += ["## Ceiling (wrk, at full load)", "", *_ceiling(run), ""]
+    lines += ["## Generators", "", *_generators(run), ""]
+    coverage = (
+        "Latency and error rates are Locust's only: another generator's requests count in the delivered rate (checks.csv) and nowhere else."
+        if run.fastgen is None
+        else "The OCSP error rate, the p99 goal and each step's judgement count both generators' OCSP requests: Locust's (latency "
+        "at the generator, from when it sent, on the same cores) and fastgen's (latency from each request's scheduled send time); "
+        "checks.csv sums both generators' verified answers and failed checks."
+    )
     if run.shape:
         lines.append(
             f"Planned peak: {fmt_rate(max(s.target_rps for s in run.shape))} with {fmt_int(max(s.users for s in run.shape))} Locust users (shape.csv). "
-            "Latency and error rates are Locust's only: another generator's requests count in the delivered rate (checks.csv) and nowhere else."
+            + coverage
         )
         lines.append("")
+    elif run.fastgen is not None:
+        lines += [coverage, ""]
     lines += ["## Locust requests by type", "", *_request_types(run), "", "### Failures", "", *_failures(run), ""]
+    if run.fastgen is not None:
+        lines += ["## fastgen requests", "", *_fastgen_section(run), ""]
     lines += [
         "## Revocation propagation",
         "",
@@ -1118,9 +1751,12 @@ def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]
         "## Plots",
         "",
     ]
+    two = run.fastgen is not None
     captions = {
-        "throughput": "Throughput and error rate against the target load curve",
-        "latency": "OCSP latency percentiles over time",
+        "throughput": "Throughput per generator and error rate against the target load curve"
+        if two
+        else "Throughput and error rate against the target load curve",
+        "latency": "OCSP latency over time, Locust and fastgen" if two else "OCSP latency percentiles over time",
         "propagation": "Revocation propagation (CDF)",
         "checks": "Verified answers and failed checks over time",
     }
@@ -1169,7 +1805,8 @@ def build_report(
         (out / stale).unlink(missing_ok=True)
 
     copied: list[str] = []
-    for src in sorted([*run_dir.glob("*.csv"), run_dir / "meta.json"]):
+    extra = [run_dir / name for name in ("fastgen.json", CEILING_FILE) if (run_dir / name).is_file()]
+    for src in sorted([*run_dir.glob("*.csv"), run_dir / "meta.json", *extra]):
         dst = out / src.name
         if not dst.exists() or not dst.samefile(src):
             shutil.copyfile(src, dst)
@@ -1182,14 +1819,17 @@ def build_report(
     plots: dict[str, str | None] = {key: None for key in PLOT_FILES}
     plot_throughput(run, out / PLOT_FILES["throughput"])
     plots["throughput"] = PLOT_FILES["throughput"]
-    if run.ocsp.history:
+    if run.ocsp.history or (run.fastgen is not None and run.fastgen.seconds):
         plot_latency(run, out / PLOT_FILES["latency"])
         plots["latency"] = PLOT_FILES["latency"]
     if run.changes:
         plot_propagation(run.changes, out / PLOT_FILES["propagation"], f"{scenario}: revocation propagation")
         plots["propagation"] = PLOT_FILES["propagation"]
     if run.checks:
-        plot_checks(run.checks, out / PLOT_FILES["checks"], f"{scenario}: verified OCSP answers and failed checks")
+        both = " (Locust and fastgen)" if run.fastgen is not None else ""
+        plot_checks(
+            run.checks, out / PLOT_FILES["checks"], f"{scenario}: verified OCSP answers and failed checks{both}"
+        )
         plots["checks"] = PLOT_FILES["checks"]
 
     (out / "summary.md").write_text(render_summary(run, plots, copied), encoding="utf-8")

@@ -4,8 +4,11 @@
 columns of its ``StatsCSVFileWriter`` with ``--csv-full-history``, its percentile algorithm,
 the master's history advancing only when a worker reports, every 3 s), plus shape.csv,
 checks.csv, propagation.csv and meta.json. The load is the deadline day compressed to 24
-steps, against a responder with a known capacity: above it, answers fail and slow down. Every
-figure the tests expect is computed here, from what was generated, not by the report's code.
+steps, against a responder with a known capacity: above it, answers fail and slow down.
+``write_fastgen`` adds what the open-loop generator writes for the rest of the load
+(fastgen.csv, its per-second latency histogram with fastgen's buckets, fastgen.json), with
+slow answers and errors where a test wants them; ``CEILING`` is a ceiling.json. Every figure
+the tests expect is computed here, from what was generated, not by the report's code.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -29,6 +33,7 @@ T0 = dt.datetime(2026, 5, 31, 12, 0, tzinfo=dt.UTC)  # the deadline day
 PERCENTILES = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)  # Locust's default
 PERCENTILE_COLUMNS = [f"{int(p * 100) if (p * 100).is_integer() else round(100 * p, 6)}%" for p in PERCENTILES]
 REPORT_EVERY_S = 3  # a Locust worker's report interval
+Ms = TypeVar("Ms", int, float)  # a latency in ms: whole for Locust, to 0.1 ms for fastgen
 
 # Share of the busiest hour's rate in each hour of the deadline day.
 DAY = (0.04, 0.03, 0.02, 0.02, 0.03, 0.05, 0.10, 0.20, 0.35, 0.50, 0.60, 0.65,
@@ -51,7 +56,7 @@ def locust_percentile(hist: Counter[int], q: float) -> int:
     return 0
 
 
-def nearest_rank_hist(hist: Counter[int], q: float) -> int:
+def nearest_rank_hist(hist: Counter[Ms], q: float) -> Ms:
     """Textbook nearest-rank percentile: the ceil(q * n)-th smallest."""
     rank = max(1, math.ceil(q * sum(hist.values())))
     seen = 0
@@ -116,6 +121,7 @@ class Truth:
     wrong: int = 0
     ocsp_hist: Counter[int] = dataclasses.field(default_factory=Counter)
     targets: list[float] = dataclasses.field(default_factory=list)
+    per_second: list[float] = dataclasses.field(default_factory=list)  # the target of each second
     files: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -126,7 +132,7 @@ def write_run(
     step_s: int = 20,
     traffic: Traffic | None = None,
     wrong_at: dict[int, int] | None = None,
-    changes: list[tuple[str, float | None, float | None]] | None = None,
+    changes: list[tuple[float | None, float | None]] | None = None,
     optional: tuple[str, ...] = ("shape", "checks", "propagation", "failures"),
     meta: dict | None = None,
 ) -> Truth:
@@ -137,6 +143,7 @@ def write_run(
     duration = step_s * len(DAY)
     truth = Truth(targets=[peak * d for d in DAY])
     target = [peak * DAY[t // step_s] for t in range(duration)]
+    truth.per_second = target
     users = [max(1, round(x / 5)) for x in target]
 
     # Per second and entry: requests, failures, latency histogram.
@@ -505,3 +512,363 @@ def test_counter_spreads_lumpy_reports() -> None:
     assert c.at(16) == pytest.approx(60)  # a real pause is not spread over
     assert c.between(16, 17) == pytest.approx(10)
     assert c.at(100) == 70 and c.at(-5) == 0
+
+
+# fastgen and the ceiling -----------------------------------------------------------------------------------
+
+# fastgen's latency (ms) as {value: share of requests}, every value on a bucket bound so that the
+# histogram's quantiles are the exact ones; SLOW_MS is the slow answers' latency.
+FASTGEN_FAST = {0.8: 0.90, 2.5: 0.08, 7.0: 0.015, 20.0: 0.005}
+SLOW_MS = 80.0
+FASTGEN_SHARE = 0.9  # tax_day_traffic leaves 90 % of the load to the other generator
+
+
+def bucket_le(ms: float) -> float:
+    """fastgen's bucket for a latency: 0.1 ms wide up to 10 ms, 1 ms to 100 ms, 10 ms to 1 s, 100 ms to 10 s."""
+    for top, width in ((10, 0.1), (100, 1), (1000, 10), (10_000, 100)):
+        if ms <= top:
+            return round(math.ceil(ms / width - 1e-9) * width, 1)
+    return math.inf
+
+
+def spread_ms(n: int, shares: dict[float, float]) -> Counter[float]:
+    """n answers over the latencies in ``shares`` (largest remainder, so exactly n)."""
+    raw = {ms: n * s for ms, s in shares.items()}
+    hist: Counter[float] = Counter({ms: int(v) for ms, v in raw.items()})
+    for ms in sorted(raw, key=lambda k: raw[k] - int(raw[k]), reverse=True)[: n - sum(hist.values())]:
+        hist[ms] += 1
+    return +hist
+
+
+@dataclasses.dataclass
+class FastgenTruth:
+    sent: int = 0
+    errors: int = 0
+    latency: dict[int, Counter[float]] = dataclasses.field(default_factory=dict)  # t -> answers' latencies
+
+    def quantile(self, seconds: range | list[int], q: float) -> float:
+        """The nearest-rank quantile of the answers scheduled in these seconds, from the raw latencies."""
+        return nearest_rank_hist(sum((self.latency.get(t, Counter()) for t in seconds), Counter()), q)
+
+    def worst_window_p99(self, a: int, b: int) -> float:
+        """The largest p99 of the 10 s windows of whole seconds in [a, b)."""
+        return max(self.quantile(range(s, s + 10), 0.99) for s in range(a, b - 9))
+
+
+def write_fastgen(
+    run_dir: Path,
+    targets: list[float],
+    *,
+    slow: dict[int, float] | None = None,
+    errors: dict[int, float] | None = None,
+    files: tuple[str, ...] = ("fastgen.csv", "fastgen-latency.csv", "fastgen.json"),
+) -> FastgenTruth:
+    """fastgen's files for its share of ``targets`` (one a second): ``slow`` and ``errors`` give,
+    per second, the share of answers at SLOW_MS and the share of requests that fail (HTTP 503)."""
+    slow, errors = slow or {}, errors or {}
+    truth = FastgenTruth()
+    rows, buckets = [], []
+    for t, target in enumerate(targets):
+        sent = round(target * FASTGEN_SHARE)
+        failed = round(sent * errors.get(t, 0.0))
+        answered = sent - failed
+        n_slow = round(answered * slow.get(t, 0.0))
+        hist = spread_ms(answered - n_slow, FASTGEN_FAST) + Counter({SLOW_MS: n_slow})
+        truth.sent += sent
+        truth.errors += failed
+        truth.latency[t] = hist
+        cells = [f"{nearest_rank_hist(hist, q):g}" if hist else "" for q in (0.5, 0.99, 1.0)]
+        rows.append([t, f"{target * FASTGEN_SHARE:.1f}", sent, answered, 0, 0, 0, failed, *cells, "0.3"])
+        by_bucket: Counter[float] = Counter()
+        for ms, count in hist.items():
+            by_bucket[bucket_le(ms)] += count
+        buckets += [[t, f"{le:g}", count] for le, count in sorted(by_bucket.items())]
+    if "fastgen.csv" in files:
+        with (run_dir / "fastgen.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["t_s", "target_rps", "sent", "checked", "wrong", "stale", "sig_fail", "errors", "p50_ms", "p99_ms",
+                        "max_ms", "lag_p99_ms"])  # fmt: skip
+            w.writerows(rows)
+    if "fastgen-latency.csv" in files:
+        with (run_dir / "fastgen-latency.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["t_s", "le_ms", "count"])
+            w.writerows(buckets)
+    if "fastgen.json" in files:
+        everything = sum(truth.latency.values(), Counter())
+        summary = {
+            "name": "fastgen",
+            "processes": 1,
+            "connections": 64,
+            "planned": truth.sent,
+            "requests": truth.sent,
+            "outcomes": {"checked": truth.sent - truth.errors, "wrong": 0, "stale": 0, "sig_fail": 0, "errors": truth.errors},
+            "error_kinds": {"http_503": truth.errors} if truth.errors else {},
+            "latency_ms": {"n": sum(everything.values()),
+                           **{k: nearest_rank_hist(everything, q)
+                              for k, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("max", 1.0))}},
+            "latency_from_send_ms": {"p50": 0.7, "p99": 6.5, "max": SLOW_MS},
+            "send_lag_ms": {"p50": 0.1, "p99": 0.3, "max": 2.0},
+            "cpu_fraction": 0.4,
+            "saturated": False,
+            "saturation_reason": "kept its schedule (send lag p99 0.3 ms)",
+        }  # fmt: skip
+        (run_dir / "fastgen.json").write_text(json.dumps(summary))
+    return truth
+
+
+TWO_GENERATORS = {
+    "generators": [
+        {"name": "locust", "processes": 2, "load": "relying parties (a share), CA admins, CRL consumers", "share": 0.1},
+        {"name": "fastgen", "processes": 1, "connections": 64, "load": "relying parties, open loop", "share": 0.9},
+    ],
+    "saturated": {"locust": False, "best_ocsp_rps": 412.0, "peak_target_rps": 4000.0, "fastgen": False,
+                  "fastgen_reason": "kept its schedule"},
+}  # fmt: skip
+
+CEILING = {
+    "tool": "wrk 4.2.0 [epoll] Copyright (C) 2012 Will Glozer",
+    "duration_s": 15,
+    "connections": 64,
+    "threads": 1,
+    "rounds": 2,
+    "requests": {"count": 200_000, "distinct": 61_234, "list": "Zipf over the truth", "method": "GET"},
+    "targets": [
+        {"name": "responder", "workers": 2, "req_s": 9012.5, "p50_ms": 6.8, "p99_ms": 21.5, "errors": 0,
+         "runs_req_s": [8950.1, 9074.9]},
+        {"name": "nginx", "workers": 2, "req_s": 27310.0, "p50_ms": 2.2, "p99_ms": 5.9, "errors": 0,
+         "runs_req_s": [27100.0, 27520.0]},
+    ],
+    "ratio_to_nginx": 0.33,
+    "answers": {"census": {"successful": 19_900, "unauthorized": 100}, "checked": 2_000, "wrong": 0},
+    "commands": ["wrk -t1 -c64 -d15s -s SCRIPT http://127.0.0.1:PORT/", "nginx -c WORK_DIR/ceiling/nginx.conf"],
+    "load_average": [0.41, 1.87],
+}  # fmt: skip
+
+# The fastgen run (peak 4,000/s, within the responder's capacity, so Locust holds every step):
+# fastgen is slow in every second of the 3,000/s hour, slow only in 4 scattered seconds of the
+# 1,400/s hour, and fails 0.2 % of its requests (rounded: 4 of 1,800 a second) in the 2,000/s hour.
+STEP_S = 20
+SLOW_HOUR, SCATTERED_HOUR, ERROR_HOUR = DAY.index(0.75), DAY.index(0.35), DAY.index(0.50)
+SCATTERED = [SCATTERED_HOUR * STEP_S + s for s in (6, 9, 12, 15)]
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Truth, FastgenTruth]:
+    run_dir = tmp_path_factory.mktemp("run")
+    changes = list(zip(OCSP_SEEN, CRL_SEEN, strict=True))
+    truth = write_run(run_dir, peak=4000, step_s=STEP_S, meta=TWO_GENERATORS, changes=changes)
+    slow = {t: 0.03 for t in range(SLOW_HOUR * STEP_S, (SLOW_HOUR + 1) * STEP_S)} | {t: 0.015 for t in SCATTERED}
+    errors = {t: 0.002 for t in range(ERROR_HOUR * STEP_S, (ERROR_HOUR + 1) * STEP_S)}
+    fastgen = write_fastgen(run_dir, truth.per_second, slow=slow, errors=errors)
+    (run_dir / "ceiling.json").write_text(json.dumps(CEILING))
+    out = report.build_report(run_dir, tmp_path_factory.mktemp("report"))
+    return run_dir, out, truth, fastgen
+
+
+def step_rows(summary: str) -> dict[int, str]:
+    """The steps table's rows by target."""
+    rows = [
+        line for line in summary.splitlines() if line.startswith("| ") and line.count("|") == 9 and line[2].isdigit()
+    ]
+    return {int(r.split(" | ")[2].replace(",", "")): r for r in rows}
+
+
+def test_fastgen_window_p99_fails_a_step(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    _, out, _, fastgen = two
+    rows = step_rows((out / "summary.md").read_text())
+    a = SLOW_HOUR * STEP_S + 5  # after the 5 s settling
+    worst = fastgen.worst_window_p99(a, a + STEP_S - 5)
+    assert worst == SLOW_MS
+    slow = rows[3000]
+    assert slow.endswith("| **no**: fastgen p99 80 ms (its own send lag p99 up to 0.3 ms) |"), slow
+    assert "· fastgen 80 ms |" in slow
+    assert "locust p99" not in slow  # Locust held its own conditions there
+
+
+def test_fastgen_windows_sum_seconds_not_their_p99s(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    run_dir, out, _, fastgen = two
+    # Four seconds of the 1,400/s hour had p99 80 ms each; no 10 s window of them did.
+    assert all(fastgen.quantile([t], 0.99) == SLOW_MS for t in SCATTERED)
+    with (run_dir / "fastgen.csv").open(newline="") as f:
+        per_second = {int(r["t_s"]): r["p99_ms"] for r in csv.DictReader(f)}
+    assert {per_second[t] for t in SCATTERED} == {"80"}
+    a = SCATTERED_HOUR * STEP_S + 5
+    worst = fastgen.worst_window_p99(a, a + STEP_S - 5)
+    assert worst == 20.0
+    row = step_rows((out / "summary.md").read_text())[1400]
+    assert "· fastgen 20 ms |" in row and row.endswith("| yes |"), row
+
+
+def test_fastgen_errors_fail_a_step_and_set_the_rate(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    _, out, truth, _ = two
+    summary = (out / "summary.md").read_text()
+    row = step_rows(summary)[2000]
+    a = ERROR_HOUR * STEP_S + 5
+    share = sum(round(1800 * 0.002) for _ in range(a, a + STEP_S - 5)) / (1800 * (STEP_S - 5))
+    assert share == pytest.approx(0.00222, abs=1e-5)  # 4 of 1,800 a second
+    assert "| locust 0 % · fastgen 0.22 % |" in row
+    assert row.endswith("| **no**: fastgen error rate 0.22 % |"), row
+    # The lowest step that did not hold is fastgen's 2,000/s; everything below held.
+    expected = max(t for t in truth.targets if t < 2000)
+    assert expected == 1600
+    assert "Sustainable rate: **1,600/s (the lowest step that did not hold: 2,000/s)**" in summary
+    assert "**16.0×** the tax-season peak" in summary  # headroom from the judged rate, not the ceiling
+
+
+def test_goals_count_both_generators(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    _, out, truth, fastgen = two
+    summary = (out / "summary.md").read_text()
+    row = goal_row(summary, "OCSP error rate")
+    requests, failures = truth.ocsp_requests + fastgen.sent, truth.ocsp_failures + fastgen.errors
+    assert truth.ocsp_failures == 0 and fastgen.errors == 80
+    assert (
+        f"({failures:,} failed of {requests:,} OCSP requests: Locust 0 of {truth.ocsp_requests:,}; fastgen 80 of {fastgen.sent:,}"
+        in row
+    )
+    assert verdict(row) == "met"
+    row = goal_row(summary, "OCSP p99")
+    run_p99 = fastgen.quantile(list(fastgen.latency), 0.99)
+    assert run_p99 == 7.0
+    n = sum(sum(h.values()) for h in fastgen.latency.values())
+    assert f"; fastgen 7.0 ms (exact over its {n:,} answers, from each request's scheduled send time)" in row
+    assert row.split(" | ")[2].startswith("Locust ≤ 12 ms (over the run, at the generator;")
+    assert verdict(row) == "met"
+    # checks.csv already holds both generators' checks: the goal reads it alone, and says so.
+    assert "OCSP answers verified by both generators" in summary
+    assert "checks.csv sums Locust's and fastgen's per-second checks" in summary
+
+
+def test_generators_and_fastgen_sections(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    _, out, _, fastgen = two
+    summary = (out / "summary.md").read_text()
+    assert "| locust | 10 % | 2 | relying parties (a share), CA admins, CRL consumers | no |  |" in summary
+    assert (
+        "| fastgen | 90 % | 1 | relying parties, open loop | no: kept its schedule | "
+        "64 connections; cpu_fraction 0.40; send lag p99 0.3 ms (scheduled → sent) |"
+    ) in summary
+    assert "Saturation details (meta.json): best_ocsp_rps 412.0, peak_target_rps 4000.0." in summary
+    assert "Latency and error rates are Locust's only" not in summary
+    assert "count both generators' OCSP requests" in summary
+    assert (
+        f"{fastgen.sent:,} requests sent of {fastgen.sent:,} planned open-loop on its schedule (fastgen.json)"
+        in summary
+    )
+    assert "Errors by kind: http_503 80." in summary
+    assert "| scheduled send → full answer (judged) |" in summary
+
+
+def test_ceiling_section(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    run_dir, out, _, _ = two
+    summary = (out / "summary.md").read_text()
+    assert "## Ceiling (wrk, at full load)" in summary
+    assert "| responder | 2 | 9,012 | 8,950 · 9,075 | 6.8 ms | 22 ms | 0 |" in summary
+    assert "| nginx | 2 | 27,310 | 27,100 · 27,520 | 2.2 ms | 5.9 ms | 0 |" in summary
+    assert "- Responder / nginx: 0.33 (" in summary
+    assert "census successful 19,900, unauthorized 100; checked against the ground truth 2,000, wrong 0" in summary
+    # 9,012.5 req/s against 100/s and 5,000/s.
+    assert (
+        "- ceiling: 9,012 req/s = 90.1× the tax-season peak (100/s) and 1.80× the eID bound (5,000/s) — "
+        "a ceiling at full load, not the sustainable rate judged above"
+    ) in summary
+    assert "```sh\nwrk -t1 -c64 -d15s -s SCRIPT http://127.0.0.1:PORT/\nnginx" in summary
+    for name in ("ceiling.json", "fastgen.csv", "fastgen-latency.csv", "fastgen.json"):
+        assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
+        assert f"`{name}`" in summary.split("## Files")[1]
+
+
+def test_fastgen_plots_are_pngs(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
+    _, out, _, _ = two
+    summary = (out / "summary.md").read_text()
+    for name in ("throughput.png", "latency.png", "propagation.png", "checks.png"):
+        assert is_png(out / name), name
+    assert "![OCSP latency over time, Locust and fastgen](latency.png)" in summary
+
+
+@pytest.mark.parametrize(("slow_share", "fastgen_p99", "outcome"), [(0.0, 7.0, "met"), (0.02, SLOW_MS, "missed")])
+def test_p99_goal_needs_both_generators(tmp_path: Path, slow_share: float, fastgen_p99: float, outcome: str) -> None:
+    truth = write_run(tmp_path, peak=1000, step_s=3, optional=("shape",), meta=TWO_GENERATORS)
+    fastgen = write_fastgen(tmp_path, truth.per_second, slow=dict.fromkeys(range(len(truth.per_second)), slow_share))
+    assert fastgen.quantile(list(fastgen.latency), 0.99) == fastgen_p99
+    run = report.load_run(tmp_path)
+    locust_p99 = run.ocsp.run_percentiles[0.99]
+    assert locust_p99 is not None and locust_p99 < 50  # only fastgen's can miss
+    row = goal_row(report.render_summary(run, {}, []), "OCSP p99")
+    assert verdict(row) == outcome
+    assert f"Locust ≤ {locust_p99:.0f} ms" in row and f"fastgen {report.fmt_ms_fine(fastgen_p99)} (exact" in row
+
+
+def test_error_rate_adds_fastgen_to_locust(tmp_path: Path) -> None:
+    truth = write_run(tmp_path, peak=1000, step_s=3, optional=("shape",), meta=TWO_GENERATORS)
+    fastgen = write_fastgen(tmp_path, truth.per_second, errors=dict.fromkeys(range(len(truth.per_second)), 0.0015))
+    requests, failures = truth.ocsp_requests + fastgen.sent, truth.ocsp_failures + fastgen.errors
+    assert truth.ocsp_failures == 0 and failures / requests >= 0.001  # Locust alone would meet the goal
+    row = goal_row(report.render_summary(report.load_run(tmp_path), {}, []), "OCSP error rate")
+    assert verdict(row) == "missed"
+    shown = row.split(" | ")[2]
+    assert float(shown.split(" %")[0]) == pytest.approx(100 * failures / requests, rel=0.05)
+    assert f"({failures:,} failed of {requests:,} OCSP requests: Locust 0 of {truth.ocsp_requests:,}; " in shown
+    assert (
+        f"fastgen {fastgen.errors:,} of {fastgen.sent:,}: wrong status 0, stale 0, bad signature 0, errors {fastgen.errors:,}"
+        in shown
+    )
+
+
+def test_without_histogram_window_p99_is_bounded_by_seconds(
+    two: tuple[Path, Path, Truth, FastgenTruth], tmp_path: Path
+) -> None:
+    run_dir, _, _, _ = two
+    for src in run_dir.iterdir():
+        if src.name != "fastgen-latency.csv":
+            (tmp_path / src.name).write_bytes(src.read_bytes())
+    run = report.load_run(tmp_path)
+    steps = {s.target: s for s in run.steps}
+    # The four slow seconds now bound their windows from above: the step no longer holds.
+    assert steps[1400].fastgen_p99_ms == SLOW_MS and not steps[1400].held
+    assert run.sustainable.rate == max(t for t in steps if t < 1400) == 800
+    assert "bounded by the window's largest per-second p99 of fastgen.csv" in report.render_summary(run, {}, [])
+
+
+def test_ceiling_not_measured(tmp_path: Path) -> None:
+    write_run(tmp_path, step_s=3, optional=())
+    (tmp_path / "ceiling.json").write_text(json.dumps({"error": "wrk is not installed (apt-get install wrk)"}))
+    summary = report.render_summary(report.load_run(tmp_path), {}, [])
+    assert "Ceiling: not measured: wrk is not installed (apt-get install wrk)" in summary
+    assert "fastgen" not in summary.split("## Generators")[0]  # no fastgen files: Locust's report as before
+
+
+def test_old_meta_without_fastgen_renders_as_before(tmp_path: Path) -> None:
+    old = {
+        "generators": [{"name": "locust", "processes": 2, "load": "relying parties, CA admins, CRL consumers"}],
+        "saturated": {"locust": True, "best_ocsp_rps": 4209.2, "peak_target_rps": 5000.0},
+    }
+    write_run(tmp_path / "run", optional=("shape", "checks"), meta=old)
+    out = report.build_report(tmp_path / "run", tmp_path / "out")
+    summary = (out / "summary.md").read_text()
+    assert "fastgen" not in summary and "Ceiling" not in summary
+    assert (
+        "| generator | processes | load | saturated |\n|---|--:|---|---|\n| locust | 2 | relying parties, CA admins, CRL consumers | **yes** |"
+        in summary
+    )
+    assert "Saturation details (meta.json): best_ocsp_rps 4209.2, peak_target_rps 5000.0." in summary
+    assert (
+        "Latency and error rates are Locust's only: another generator's requests count in the delivered rate (checks.csv) and nowhere else."
+        in summary
+    )
+    rows = step_rows(summary)
+    assert rows[4250].endswith("p99 900 ms |") and "locust" not in rows[4250]
+    assert " ms | yes |" in rows[100]
+    assert verdict(goal_row(summary, "OCSP p99")).startswith("missed")
+    assert goal_row(summary, "OCSP p99").split(" | ")[2].startswith("≤ 900 ms (over the run")
+    assert is_png(out / "throughput.png") and is_png(out / "latency.png")
+
+
+def test_histogram_quantile() -> None:
+    hist = {0.8: 90, 2.5: 8, 7.0: 1, 20.0: 1}
+    assert report.histogram_quantile(hist, 0.5) == 0.8
+    assert report.histogram_quantile(hist, 0.98) == 2.5
+    assert report.histogram_quantile(hist, 0.99) == 7.0  # the 99th of 100 answers
+    assert report.histogram_quantile(hist, 0.991) == 20.0
+    assert report.histogram_quantile({**hist, math.inf: 2}, 1.0) == math.inf
+    assert report.histogram_quantile({}, 0.99) is None
+    assert report.merge_histograms([{1.0: 2}, {1.0: 3, 2.0: 1}]) == {1.0: 5, 2.0: 1}
