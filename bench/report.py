@@ -1302,7 +1302,8 @@ def _fastgen_own(entry: dict[str, Any], fastgen: Fastgen) -> str:
     if connections is not None:
         parts.append(f"{connections} connections")
     cpu = fastgen.figure("cpu_fraction", "")
-    parts.append(f"cpu_fraction {cpu:.2f}" if cpu is not None else "cpu_fraction not recorded")
+    # fastgen.json's cpu_fraction is its process's CPU time over wall time: a share of one core.
+    parts.append(f"CPU {cpu:.2f} of a core" if cpu is not None else "CPU not recorded")
     lag = fastgen.figure("send_lag_ms", "p99")
     lags = [r.lag_p99_ms for r in fastgen.seconds or [] if r.lag_p99_ms is not None]
     if lag is not None:

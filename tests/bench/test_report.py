@@ -745,7 +745,7 @@ def test_generators_and_fastgen_sections(two: tuple[Path, Path, Truth, FastgenTr
     assert "| locust | 10 % | 2 | relying parties (a share), CA admins, CRL consumers | no |  |" in summary
     assert (
         "| fastgen | 90 % | 1 | relying parties, open loop | no: kept its schedule | "
-        "64 connections; cpu_fraction 0.40; send lag p99 0.3 ms (scheduled → sent) |"
+        "64 connections; CPU 0.40 of a core; send lag p99 0.3 ms (scheduled → sent) |"
     ) in summary
     assert "Saturation details (meta.json): best_ocsp_rps 412.0, peak_target_rps 4000.0." in summary
     assert "Latency and error rates are Locust's only" not in summary
