@@ -1567,6 +1567,16 @@ def _fastgen_section(run: Run) -> list[str]:
             + ", ".join(f"{_cell(k)} {fmt_int(v) if isinstance(v, int | float) else v}" for k, v in ordered)
             + "."
         )
+    problems = summary.get("problems")
+    if isinstance(problems, dict) and problems:
+        lines.append("")
+        lines.append(
+            "Problems found in answers (first kinds, with counts): "
+            + "; ".join(f"{_cell(str(k))} ({v})" for k, v in list(problems.items())[:10])
+            + "."
+        )
+    if summary.get("stopped_early"):
+        lines += ["", "fastgen was stopped before the end of its schedule (SIGTERM or Ctrl-C)."]
     lines += [
         "",
         "| latency | answers | p50 | p90 | p99 | p99.9 | max |",
@@ -1694,7 +1704,8 @@ _META_USED = {
 def _other_meta(meta: dict[str, Any]) -> list[str]:
     """meta.json's other scalar entries, as recorded."""
     other = [f"{k} {v}" for k, v in meta.items() if k not in _META_USED and isinstance(v, str | int | float | bool)]
-    return [f"- Also recorded: {', '.join(other)}"] if other else []
+    notes = [f"- Note: {n}" for n in meta.get("notes", []) if isinstance(n, str)]
+    return ([f"- Also recorded: {', '.join(other)}"] if other else []) + notes
 
 
 def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]) -> str:

@@ -129,8 +129,11 @@ def merge(run_dir: Path, pattern: str, out: str, key: str | None) -> None:
 
 
 def saturation(run_dir: Path, peak_target: float) -> dict[str, Any]:
-    """Did Locust deliver the peak? Its best relying-party OCSP rate (all "ocsp ..." request
-    types at one history timestamp, summed) against the target."""
+    """Did Locust deliver its part of the peak? Its best relying-party OCSP rate (all "ocsp
+    ..." request types at one history timestamp, summed) against its planned peak (its share,
+    shape.csv's ``locust_rps``; the whole target without that column)."""
+    with contextlib.suppress(OSError, KeyError, ValueError), open(run_dir / "shape.csv", newline="") as f:
+        peak_target = max(float(row["locust_rps"]) for row in csv.DictReader(f))
     history = run_dir / "locust_stats_history.csv"
     by_time: dict[str, float] = {}
     if history.exists():
