@@ -359,6 +359,9 @@ def measure_ceiling(
             "name": name,
             "workers": count,
             "req_s": round(statistics.median(r["rps"] for r in mine), 1),
+            # Without non-2xx answers (wrk cannot see a tryLater in a 200: see the warnings).
+            "good_req_s": round(statistics.median((r["requests"] - r["status"]) / (r["duration_us"] / 1e6)
+                                                  for r in mine), 1),
             "p50_ms": round(statistics.median(r["p50_us"] for r in mine) / 1000, 3),
             "p99_ms": round(statistics.median(r["p99_us"] for r in mine) / 1000, 3),
             "errors": sum(r["errors"] for r in mine),
@@ -369,6 +372,18 @@ def measure_ceiling(
             "port": ports[name],
         })  # fmt: skip
     nginx_rate = targets[1]["req_s"]
+    warnings = []
+    full = targets[1]["bytes_per_response"]  # nginx: one full answer, with the same headers but its own
+    if full and targets[0]["bytes_per_response"] < 0.8 * full:
+        warnings.append(f"the responder's answers averaged {targets[0]['bytes_per_response']:,.0f} bytes against "
+                        f"{full:,.0f} for a full one: some may have been 5-byte tryLater answers")  # fmt: skip
+    census = counted["answers"]
+    shed = sum(v for k, v in census.items() if k not in ("successful", "unauthorized"))
+    if shed:
+        warnings.append(f"{shed:,} of the {sum(census.values()):,} census answers were neither successful nor "
+                        f"unauthorized: {census}")  # fmt: skip
+    if any(t["errors"] for t in targets):
+        warnings.append("wrk counted errors: req/s includes them, good_req_s does not")
     result: dict[str, Any] = {
         "tool": tool_version([wrk_bin, "-v"]),
         "duration_s": seconds,
@@ -392,6 +407,7 @@ def measure_ceiling(
             "wrong": sum(problems.values()),
             "problems": dict(problems.most_common(5)),
         },
+        "warnings": warnings,
         "commands": commands,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "nginx": {

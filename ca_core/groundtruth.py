@@ -46,12 +46,14 @@ from ca_core.ocsp import HashAlgorithm, der_integer, issuer_hashes, tlv
 __all__ = [
     "BIN_NAME",
     "JSON_NAME",
+    "OUTCOMES",
     "AnswerChecker",
     "Entry",
     "RequestBuilder",
     "Status",
     "Truth",
     "TruthWriter",
+    "classify_answer",
     "zipf_rank",
 ]
 
@@ -187,6 +189,57 @@ class RequestBuilder:
         return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id))))
 
 
+_ALGORITHM_CODE: Final = {HashAlgorithm.SHA1: 1, HashAlgorithm.SHA256: 2}
+_MALFORMED_ANSWER: Final = b"\x30\x03\x0a\x01\x01"
+#: Unsuccessful answers that are the responder's failure (an error), not a wrong answer.
+_SERVER_FAILURES: Final = {2: "internalError", 3: "tryLater"}
+
+#: What one OCSP request can end as: a right answer (or the right refusal) verified, a
+#: wrong answer by kind, or an error of the responder or the network.
+OUTCOMES: Final = ("checked", "wrong", "stale", "sig_fail", "errors")
+
+
+def classify_answer(
+    checker: AnswerChecker,
+    http_status: int,
+    body: bytes,
+    expected: Entry | None,
+    now: dt.datetime,
+    *,
+    malformed: bool = False,
+    algorithm: HashAlgorithm | None = None,
+) -> tuple[str, str | None]:
+    """The outcome (one of :data:`OUTCOMES`) of one answer, and the problem found or the
+    error's kind. The generators share it, so that they count alike:
+
+    - a malformed request must be refused: HTTP 400, or malformedRequest in a 200 (RFC 6960
+      2.3); an answer to it is wrong;
+    - HTTP errors, tryLater and internalError are ``errors`` (the responder failed to answer),
+      never ``wrong``;
+    - everything else goes to :meth:`AnswerChecker.check`; a checker that raises on a damaged
+      answer makes it ``wrong``, with the exception as the problem.
+    """
+    if malformed:
+        if http_status == 400 or (http_status == 200 and body == _MALFORMED_ANSWER):
+            return "checked", None
+        if http_status >= 500:
+            return "errors", f"http_{http_status}"
+        return "wrong", f"a malformed request got HTTP {http_status}"
+    if http_status != 200:
+        return "errors", f"http_{http_status}"
+    if len(body) == 5 and body[:4] == b"\x30\x03\x0a\x01" and body[4] in _SERVER_FAILURES:
+        return "errors", _SERVER_FAILURES[body[4]]
+    try:
+        problem = checker.check(body, expected, now, algorithm)
+    except Exception as e:  # noqa: BLE001 - whatever the answer does to the checker, it is not right
+        return "wrong", f"the checker failed on the answer: {type(e).__name__}: {e}"
+    if problem is None:
+        return "checked", None
+    if problem.startswith("stale"):
+        return "stale", problem
+    return ("sig_fail" if "signature" in problem else "wrong"), problem
+
+
 class AnswerChecker:
     """Check OCSP answers against the truth: status (and reason), serial, freshness, and the
     signature by a responder certificate the issuer signed. Identical bytes (pre-signed
@@ -194,13 +247,18 @@ class AnswerChecker:
 
     def __init__(self, issuers: Sequence[tuple[str, x509.Certificate]], *, memo: int = 200_000) -> None:
         self._issuers = list(issuers)
+        self._hashes = [issuer_hashes(cert) for _, cert in self._issuers]
         self._memo: dict[bytes, tuple[str | None, dt.datetime, dt.datetime | None]] = {}
         self._memo_limit = memo
         self._responders: dict[bytes, bool] = {}
 
-    def check(self, der: bytes, expected: Entry | None, now: dt.datetime) -> str | None:
+    def check(
+        self, der: bytes, expected: Entry | None, now: dt.datetime, algorithm: HashAlgorithm | None = None
+    ) -> str | None:
         """``None`` if the answer is right, else what is wrong. ``expected`` None means a
-        never-issued serial or unknown issuer: the answer must be ``unauthorized``."""
+        never-issued serial or unknown issuer: the answer must be ``unauthorized``. With the
+        request's CertID ``algorithm``, the answer's CertID must match the request's exactly
+        (hash algorithm, issuer name and key hashes), as a client matches it (RFC 6960 4.1.1)."""
         if expected is None:
             try:
                 status = ocsp.load_der_ocsp_response(der).response_status
@@ -212,11 +270,11 @@ class AnswerChecker:
         key = (
             hashlib.sha1(der).digest()
             + expected.serial.to_bytes(20, "big")
-            + bytes((expected.status, expected.reason or 0))
+            + bytes((expected.status, expected.reason or 0, _ALGORITHM_CODE[algorithm] if algorithm else 0))
         )
         cached = self._memo.get(key)
         if cached is None:
-            cached = self._verify(der, expected)
+            cached = self._verify(der, expected, algorithm)
             if len(self._memo) >= self._memo_limit:
                 self._memo.clear()
             self._memo[key] = cached
@@ -229,7 +287,9 @@ class AnswerChecker:
             return f"stale: nextUpdate {next_update.isoformat() if next_update else 'absent'} has passed"
         return None
 
-    def _verify(self, der: bytes, expected: Entry) -> tuple[str | None, dt.datetime, dt.datetime | None]:
+    def _verify(
+        self, der: bytes, expected: Entry, algorithm: HashAlgorithm | None
+    ) -> tuple[str | None, dt.datetime, dt.datetime | None]:
         epoch = dt.datetime.fromtimestamp(0, dt.UTC)
         try:
             response = ocsp.load_der_ocsp_response(der)
@@ -237,9 +297,22 @@ class AnswerChecker:
             return f"unparseable response: {e}", epoch, None
         if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
             return f"response status {response.response_status.name}", epoch, None
-        if response.serial_number != expected.serial:
-            return f"answer for serial {response.serial_number:X}, asked {expected.serial:X}", epoch, None
-        got = response.certificate_status
+        try:
+            serial = response.serial_number
+            got = response.certificate_status
+            cert_id = (response.hash_algorithm.name, response.issuer_name_hash, response.issuer_key_hash)
+        except (ValueError, UnsupportedAlgorithm) as e:  # several SingleResponses, a damaged CertID
+            return f"unreadable single response: {e}", epoch, None
+        if serial != expected.serial:
+            return f"answer for serial {serial:X}, asked {expected.serial:X}", epoch, None
+        if algorithm is not None:
+            h = self._hashes[expected.issuer_index][algorithm]
+            if cert_id != (algorithm.hashlib_name, h.name_hash, h.key_hash):
+                return (
+                    f"the answer's CertID ({cert_id[0]}) is not the request's ({algorithm.hashlib_name})",
+                    epoch,
+                    None,
+                )
         want = ocsp.OCSPCertStatus.GOOD if expected.status is Status.GOOD else ocsp.OCSPCertStatus.REVOKED
         if got is not want:
             return f"wrong status: {got.name}, the truth is {expected.status.name}", epoch, None

@@ -20,8 +20,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from bench.dayshape import DAY_PROFILE, locust_users, split, target_rps
-from bench.fastgen import BOUNDS, Schedule, classify, percentile
-from ca_core.groundtruth import AnswerChecker, Entry, Status
+from bench.fastgen import BOUNDS, Schedule, lag_windows, percentile
+from ca_core.groundtruth import AnswerChecker, Entry, Status, classify_answer
+from ca_core.ocsp import HashAlgorithm
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -81,26 +82,43 @@ def test_answers_are_classified(pki: tuple[x509.Certificate, ec.EllipticCurvePri
     good = Entry(0, 0x1234, Status.GOOD, None)
     now = dt.datetime.now(dt.UTC)
     right = _response(pki, revoked=False)
-    assert classify(checker, b"200", right, good, False, now) == ("checked", None)
-    kind, problem = classify(checker, b"200", _response(pki, revoked=True), good, False, now)
+
+    def classify(status: int, body: bytes, expected: Entry | None, malformed: bool = False, when: dt.datetime = now,
+                 algorithm: HashAlgorithm | None = HashAlgorithm.SHA1) -> tuple[str, str | None]:  # fmt: skip
+        return classify_answer(checker, status, body, expected, when, malformed=malformed, algorithm=algorithm)
+
+    assert classify(200, right, good) == ("checked", None)
+    kind, problem = classify(200, _response(pki, revoked=True), good)
     assert kind == "wrong" and problem is not None and "wrong status" in problem
+    # An answer about the right serial under another CertID does not answer the request.
+    kind, problem = classify(200, right, good, algorithm=HashAlgorithm.SHA256)
+    assert kind == "wrong" and problem is not None and "CertID" in problem
     signature = ocsp.load_der_ocsp_response(right).signature
     at = right.index(signature) + len(signature) // 2
     damaged = bytearray(right)
     damaged[at] ^= 0x01  # inside the response's signature
-    assert classify(checker, b"200", bytes(damaged), good, False, now)[0] == "sig_fail"
-    assert classify(checker, b"200", right, good, False, NOW + dt.timedelta(days=1))[0] == "stale"
+    assert classify(200, bytes(damaged), good)[0] == "sig_fail"
+    assert classify(200, right, good, when=NOW + dt.timedelta(days=1))[0] == "stale"
+    # Garbage that the checker cannot even parse is wrong, not a crash.
+    assert classify(200, b"\x30\x03garbage", good)[0] == "wrong"
     # The responder's own failures are errors, not wrong answers.
-    assert classify(checker, b"200", b"\x30\x03\x0a\x01\x03", good, False, now) == ("errors", "tryLater")
-    assert classify(checker, b"503", b"", good, False, now) == ("errors", "http_503")
+    assert classify(200, b"\x30\x03\x0a\x01\x03", good) == ("errors", "tryLater")
+    assert classify(503, b"", good) == ("errors", "http_503")
     # unauthorized is right for a never-issued serial and wrong for an issued one.
     unauthorized = b"\x30\x03\x0a\x01\x06"
-    assert classify(checker, b"200", unauthorized, None, False, now) == ("checked", None)
-    assert classify(checker, b"200", unauthorized, good, False, now)[0] == "wrong"
+    assert classify(200, unauthorized, None) == ("checked", None)
+    assert classify(200, unauthorized, good)[0] == "wrong"
     # A malformed request must be refused: 400 or malformedRequest; an answer is wrong.
-    assert classify(checker, b"400", b"", None, True, now) == ("checked", None)
-    assert classify(checker, b"200", b"\x30\x03\x0a\x01\x01", None, True, now) == ("checked", None)
-    assert classify(checker, b"200", right, None, True, now)[0] == "wrong"
+    assert classify(400, b"", None, malformed=True) == ("checked", None)
+    assert classify(200, b"\x30\x03\x0a\x01\x01", None, malformed=True) == ("checked", None)
+    assert classify(200, right, None, malformed=True)[0] == "wrong"
+
+
+def test_a_generator_behind_its_schedule_is_found_per_window() -> None:
+    assert lag_windows([1.0] * 30) == []
+    # One slow second in the second window is enough, however fine the rest of the run.
+    assert lag_windows([1.0] * 12 + [25.0] + [1.0] * 300) == [10]
+    assert lag_windows([None, None, 11.0]) == [0]
 
 
 def _fastgen(*args: str) -> subprocess.CompletedProcess[str]:
