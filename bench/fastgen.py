@@ -55,6 +55,7 @@ import collections
 import contextlib
 import csv
 import datetime as dt
+import gc
 import json
 import math
 import random
@@ -147,9 +148,25 @@ class Requests:
         self.builder = RequestBuilder([cert for _, cert in truth.issuers])
         self.rng = random.Random(seed)
         self.host = host.encode()
+        self._ready: collections.deque[Job] = collections.deque()
+
+    def prepare(self, count: int, progress: bool = True) -> None:
+        """Draw ``count`` requests now, before the clock starts, so that building them does
+        not compete for the CPU with the system under test (as wrk builds its requests first)."""
+        step = max(1, count // 20)
+        for i in range(count):
+            self._ready.append(self.draw())
+            if progress and (i + 1) % step == 0:
+                print(f"\rfastgen: drawing requests {i + 1:>12,}/{count:,}", end="", file=sys.stderr, flush=True)
+        if progress and count:
+            print(file=sys.stderr)
 
     def next(self) -> Job:
-        """The next request; its ``expected`` None: the answer must be unauthorized."""
+        """The next request: one prepared in advance, or a fresh draw when they run out."""
+        return self._ready.popleft() if self._ready else self.draw()
+
+    def draw(self) -> Job:
+        """A fresh request; its ``expected`` None: the answer must be unauthorized."""
         rng = self.rng
         roll = rng.random()
         if roll < 0.001:
@@ -164,8 +181,9 @@ class Requests:
         algorithm = HashAlgorithm.SHA1 if rng.random() < 0.8 else HashAlgorithm.SHA256
         der = self.builder.der(issuer_index, serial, algorithm)
         if rng.random() < 0.7:
-            path = urllib.parse.quote(base64.b64encode(der).decode(), safe="")
-            get = b"GET /ocsp/" + path.encode() + b" HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n"
+            # base64 in the path, percent-encoded (RFC 6960 A.1): "+", "/" and "=" are the only specials
+            path = base64.b64encode(der).replace(b"+", b"%2B").replace(b"/", b"%2F").replace(b"=", b"%3D")
+            get = b"GET /ocsp/" + path + b" HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n"
             return Job(get, expected, algorithm, False)
         return Job(self._post(der), expected, algorithm, False)
 
@@ -562,10 +580,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = Truth.open(opts.truth_dir)
     checker = AnswerChecker(truth.issuers, memo=1_000_000)
     requests = Requests(truth, urllib.parse.urlsplit(opts.url).netloc, opts.seed)
-    if opts.rate is None:
-        started = wait_for_locust(opts.run_dir, opts.wait)
+    requests.prepare(sum(schedule.counts))
+    # Millions of long-lived objects (the prepared requests, the checker's memo): without this a
+    # full collection walks them all, a pause of 100+ ms in the middle of the measurement.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    # bench/tax_season.py starts Locust when it sees this line.
     print(f"fastgen: {sum(schedule.counts):,} requests planned over {len(schedule.counts)} s, "
           f"{opts.connections} connections to {opts.url}", flush=True)  # fmt: skip
+    if opts.rate is None:
+        started = wait_for_locust(opts.run_dir, opts.wait)
     try:
         rec, info = uvloop.run(generate(opts, schedule, requests, checker, started))
     except OSError as e:  # nothing listening, or refused: say so rather than a traceback
