@@ -37,6 +37,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -103,6 +104,84 @@ class System:
             print(f"stopped {name} ({p.returncode})", flush=True)
 
 
+class CpuSampler(threading.Thread):
+    """Where the two cores go: every second, the CPU time of each part of the run (a process
+    and all its descendants: ``services`` is PostgreSQL and Valkey, ``responder`` its workers,
+    ``locust`` its workers too), and the machine's, into ``cpu.csv`` as cores used per second.
+    ``other`` is what the machine spent outside those parts (this script, anything else)."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, out: Path) -> None:
+        super().__init__(daemon=True)
+        self.roots: dict[str, int] = {}
+        self.out = out
+        self.done = threading.Event()
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.wall = (0.0, 0.0)
+
+    @staticmethod
+    def _machine() -> float:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / CpuSampler.TICK  # user nice system irq softirq
+
+    def _sample(self) -> dict[str, float]:
+        """Per part: utime+stime+cutime+cstime over its live process tree, so that a process
+        that has exited and been waited for still counts, in its parent's cutime, exactly once."""
+        parent: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                pid = int(entry.name)
+                parent[pid] = int(fields[1])
+                cpu[pid] = sum(int(x) for x in fields[11:15]) / self.TICK
+        totals = {name: 0.0 for name in self.roots}
+        owner = {pid: name for name, pid in self.roots.items()}
+        for pid in cpu:
+            p, hops = pid, 0
+            while p not in owner and p > 1 and hops < 64:
+                p, hops = parent.get(p, 0), hops + 1
+            if p in owner:
+                totals[owner[p]] += cpu[pid]
+        totals["machine"] = self._machine()
+        return totals
+
+    def run(self) -> None:
+        with open(self.out, "w", newline="") as f:
+            writer: Any = None
+            start = prev_t = time.monotonic()
+            prev = self._sample()
+            self.first = dict(prev)
+            while not self.done.wait(1.0):
+                now_t, now = time.monotonic(), self._sample()
+                for name in now:  # a part registered since: its time so far is not this second's
+                    prev.setdefault(name, now[name])
+                    self.first.setdefault(name, now[name])
+                span = max(1e-6, now_t - prev_t)
+                used = {k: max(0.0, now[k] - prev[k]) / span for k in now}
+                used["other"] = max(0.0, used["machine"] - sum(v for k, v in used.items() if k != "machine"))
+                if writer is None:
+                    writer = csv.writer(f)
+                    writer.writerow(["t_s", *sorted(used)])
+                writer.writerow([round(now_t - start), *(f"{used[k]:.3f}" for k in sorted(used))])
+                f.flush()
+                prev, prev_t, self.last = now, now_t, now
+            self.wall = (start, prev_t)
+
+    def totals(self) -> dict[str, float]:
+        """Core-seconds of each part over the sampled time, and the wall time it covers."""
+        spent = {k: round(self.last.get(k, 0.0) - self.first.get(k, 0.0), 1) for k in self.last}
+        spent["other"] = round(spent.get("machine", 0.0) - sum(v for k, v in spent.items() if k != "machine"), 1)
+        spent["wall_s"] = round(self.wall[1] - self.wall[0], 1)
+        return spent
+
+
 def merge(run_dir: Path, pattern: str, out: str, key: str | None) -> None:
     """Per-process CSVs into one: summed by ``key`` (checks) or concatenated (propagation)."""
     rows: list[dict[str, str]] = []
@@ -163,6 +242,29 @@ def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int)
             text = text.replace(str(path), name)
         (run_dir / "ceiling.json").write_text(json.dumps({"error": text}))
         print(f"ceiling not measured: {text}", flush=True)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, pattern: str, name: str, timeout: float = 900) -> None:
+    """Until ``pattern`` shows in ``log`` (fastgen draws its requests before it is ready)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text(errors='replace')[-1000:]}")
+        if re.search(pattern, log.read_text(errors="replace")):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} was not ready in {timeout:g} s")
+
+
+def cpu_note(spent: dict[str, float]) -> list[str]:
+    """One line for the report: core-seconds of each part during the replay."""
+    if not spent or not spent.get("wall_s"):
+        return []
+    wall = spent["wall_s"]
+    parts = sorted(((k, v) for k, v in spent.items() if k not in ("machine", "wall_s")), key=lambda kv: -kv[1])
+    shown = ", ".join(f"{k} {v / wall:.2f}" for k, v in parts)
+    return [f"CPU during the replay, in cores on average over {wall:,.0f} s (cpu.csv per second): {shown}; "
+            f"the machine {spent.get('machine', 0.0) / wall:.2f} of {os.cpu_count()}"]  # fmt: skip
 
 
 def snapshots_off(data_dir: Path) -> None:
@@ -279,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    PYTHONPATH=str(ROOT))  # fmt: skip
         system = System(work, env, logs)
         fastgen: subprocess.Popen[bytes] | None = None
+        sampler = CpuSampler(run_dir / "cpu.csv")
         try:
             system.start("services", ["services"], r"Ctrl-C stops them")
             snapshots_off(work / "data")
@@ -314,13 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fastgen_log = open(logs / "fastgen.log", "wb")  # noqa: SIM115 - closed below
                 fastgen = subprocess.Popen([sys.executable, *fastgen_args], env=locust_env, cwd=ROOT,
                                            stdout=fastgen_log, stderr=subprocess.STDOUT)  # fmt: skip
+                wait_ready(fastgen, logs / "fastgen.log", r"requests planned", "fastgen")
             locust = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
                       "--csv", str(run_dir / "locust"), "--csv-full-history", "--only-summary",
                       "--processes", str(opts.locust_processes), "--stop-timeout", "10"]  # fmt: skip
             system.commands.append("locust " + shlex.join(locust[3:]))
             print(f"$ locust {shlex.join(locust[3:])}", flush=True)
+            sampler.roots.update({name: p.pid for name, p in system.procs.items()})
+            if fastgen is not None:
+                sampler.roots["fastgen"] = fastgen.pid
             with open(logs / "locust.log", "wb") as log:
-                code = subprocess.run(locust, env=locust_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+                locust_proc = subprocess.Popen(locust, env=locust_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                sampler.roots["locust"] = locust_proc.pid
+                if not sampler.is_alive():
+                    sampler.start()
+                code = locust_proc.wait()
+            sampler.done.set()
+            sampler.join()
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
             if fastgen is not None:
                 try:
@@ -361,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta.update(commands=[masked(c) for c in ["python bench/tax_season.py "
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
                 delta_interval_s=5, responder_workers=opts.workers,
-                notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."],
+                notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."]
+                      + cpu_note(sampler.totals() if sampler.last else {}),
+                cpu_s=sampler.totals() if sampler.last else {},
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
     meta["generators"] = [{"name": "locust", "processes": opts.locust_processes, "share": opts.locust_share,
