@@ -239,6 +239,7 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
     backlog: collections.deque[Job] = collections.deque()
     state = {"outstanding": 0, "running": True, "stop": False}
     every: list[Conn] = []  # every connection made, reconnections too
+    reconnecting: set[asyncio.Task[None]] = set()  # held: a task nobody references may be collected
     t0 = 0.0
 
     class Conn(asyncio.Protocol):
@@ -307,6 +308,9 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
             rec.outcome(job, kind, detail, now)
             if self.close_after:  # the server closes it: the next request goes on a new connection
                 self.transport.close()
+            elif self.buf:  # more came before the next request was written: no answer to it, out of step
+                rec.events["unexpected_answer"] += 1
+                self.transport.close()
             else:
                 self.next()
 
@@ -332,7 +336,9 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
             with contextlib.suppress(ValueError):
                 idle.remove(self)
             if state["running"]:
-                loop.create_task(reconnect())
+                task = loop.create_task(reconnect())
+                reconnecting.add(task)
+                task.add_done_callback(reconnecting.discard)
 
     async def connect() -> Conn:
         _, proto = await loop.create_connection(Conn, host, port)
@@ -398,6 +404,9 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
     while (state["outstanding"] or backlog) and clock() < deadline:
         await asyncio.sleep(0.005)
     state["running"] = False
+    for task in reconnecting:  # none may connect (and send) after the end, nor leave its connection open
+        task.cancel()
+    await asyncio.gather(*reconnecting, return_exceptions=True)
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = clock() - c0
     for job in backlog:
