@@ -542,7 +542,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
             "Either follow the day with Locust (what bench/tax_season.py runs):\n"
-            "  python bench/fastgen.py --truth-dir T --url URL --run-dir RUN --scale 50 --minutes 12 --share 0.05\n"
+            "  python bench/fastgen.py --truth-dir T --url URL --run-dir RUN --scale 50 --minutes 12 --share 0.02\n"
             "or send a constant rate on its own:\n"
             "  python bench/fastgen.py --truth-dir T --url URL --run-dir RUN --rate 2000 --seconds 60\n"
             "Outputs in RUN: fastgen.csv, fastgen-latency.csv, checks-fastgen.csv, fastgen.json (see the module\n"
@@ -555,8 +555,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="keep-alive connections (default 64)")
     parser.add_argument("--scale", type=float, help="follow the day: x1 = 100 checks/s at the peak hour")
     parser.add_argument("--minutes", type=float, default=10.0, help="the day compressed into this (default 10)")
-    parser.add_argument("--share", type=float, default=0.05,
-                        help="Locust's share of the relying-party load; this generator carries the rest (0.05)")  # fmt: skip
+    parser.add_argument("--share", type=float, default=0.02,
+                        help="Locust's share of the relying-party load; this generator carries the rest (0.02)")  # fmt: skip
     parser.add_argument("--per-user-rps", type=float, default=5.0, help="checks/s per Locust user (default 5)")
     parser.add_argument("--wait", type=float, default=300.0, help="how long to wait for Locust to start (s)")
     parser.add_argument("--rate", type=float, help="instead of the day: a constant rate (requests/s)")
