@@ -95,6 +95,11 @@ def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
     meta = json.loads((run_dir / "meta.json").read_text())
     assert [g["name"] for g in meta["generators"]] == ["locust", "fastgen"]
     assert meta["saturated"]["fastgen"] is fastgen["saturated"]
+    # Where the cores went: every part of the run sampled, and some CPU seen for the busy ones.
+    assert {"services", "responder", "signer", "admin", "locust", "fastgen", "machine"} <= set(meta["cpu_s"])
+    assert meta["cpu_s"]["responder"] > 0 and meta["cpu_s"]["fastgen"] > 0 and meta["cpu_s"]["wall_s"] > 5
+    with open(run_dir / "cpu.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) >= 5
     assert any(c.startswith("python bench/fastgen.py") for c in meta["commands"])
     assert not any(str(tmp_path) in c for c in meta["commands"]) and str(tmp_path) not in fastgen["command"]
 
