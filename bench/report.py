@@ -2059,7 +2059,9 @@ def build_report(
         (out / stale).unlink(missing_ok=True)
 
     copied: list[str] = []
-    extra = [run_dir / name for name in ("fastgen.json", CEILING_FILE) if (run_dir / name).is_file()]
+    extra = [
+        run_dir / name for name in ("fastgen.json", CEILING_FILE, "valkey-slowlog.json") if (run_dir / name).is_file()
+    ]
     for src in sorted([*run_dir.glob("*.csv"), run_dir / "meta.json", *extra]):
         dst = out / src.name
         if not dst.exists() or not dst.samefile(src):

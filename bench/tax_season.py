@@ -125,7 +125,8 @@ class CpuSampler(threading.Thread):
     def _machine() -> float:
         with open("/proc/stat") as f:
             fields = [int(x) for x in f.readline().split()[1:]]
-        return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / CpuSampler.TICK  # user nice system irq softirq
+        busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]  # user nice system irq softirq
+        return busy / CpuSampler.TICK
 
     def _sample(self) -> dict[str, float]:
         """Per part: utime+stime+cutime+cstime over its live process tree, so that a process
@@ -267,6 +268,53 @@ def cpu_note(spent: dict[str, float]) -> list[str]:
             f"the machine {spent.get('machine', 0.0) / wall:.2f} of {os.cpu_count()}"]  # fmt: skip
 
 
+#: Valkey commands slower than this (µs) are kept in its slow log during the replay.
+SLOWLOG_US = 5000
+
+
+def valkey_slowlog(data_dir: Path, *, reset: bool = False) -> dict[str, Any]:
+    """Valkey's own view of the replay: with ``reset``, clear the slow log and count from now
+    (commands over 5 ms); without, what it holds (each entry's time, duration and command
+    name with its argument count; never the arguments, which hold keys and responses) and
+    the commands' call counts and times. A slow command blocks every client of the
+    single-threaded server: the responder's cache misses wait behind it."""
+    import redis
+
+    from ca_core.storage.embedded import EmbeddedServices
+
+    client = redis.Redis.from_url(EmbeddedServices(data_dir).redis_url)
+    try:
+        if reset:
+            client.config_set("slowlog-log-slower-than", SLOWLOG_US)
+            client.config_set("slowlog-max-len", 1024)
+            client.slowlog_reset()
+            return {}
+        entries = []
+        for e in client.slowlog_get(1024):
+            command = e["command"]
+            words = (command.decode("latin-1") if isinstance(command, bytes) else str(command)).split(" ")
+            # the name only, and roughly how many words followed (binary values may hold spaces)
+            entries.append({"at": e["start_time"], "duration_us": e["duration"], "command": words[0].upper(),
+                            "words_after": len(words) - 1})  # fmt: skip
+        stats = client.info("commandstats")
+        return {"slower_than_us": SLOWLOG_US, "entries": entries,
+                "commandstats": {k: {f: v[f] for f in ("calls", "usec", "usec_per_call") if f in v}
+                                 for k, v in stats.items()}}  # fmt: skip
+    finally:
+        client.close()
+
+
+def slowlog_note(slowlog: dict[str, Any]) -> list[str]:
+    """One line for the report: Valkey commands over the slow-log threshold during the replay."""
+    if "entries" not in slowlog:
+        return []
+    entries = slowlog["entries"]
+    worst = max(entries, key=lambda e: e["duration_us"], default=None)
+    tail = f"; the slowest {worst['command']} took {worst['duration_us'] / 1000:.1f} ms" if worst else ""
+    return [f"Valkey slow log during the replay (valkey-slowlog.json): {len(entries)} commands over "
+            f"{slowlog['slower_than_us'] / 1000:g} ms{tail}"]  # fmt: skip
+
+
 def snapshots_off(data_dir: Path) -> None:
     """Switch off the embedded Valkey's RDB snapshots for the run: with millions of responses
     a BGSAVE forks a multi-GB process and writes it out in the middle of the measurement (and
@@ -382,6 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         system = System(work, env, logs)
         fastgen: subprocess.Popen[bytes] | None = None
         sampler = CpuSampler(run_dir / "cpu.csv")
+        slowlog: dict[str, Any] = {}
         try:
             system.start("services", ["services"], r"Ctrl-C stops them")
             snapshots_off(work / "data")
@@ -423,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "--processes", str(opts.locust_processes), "--stop-timeout", "10"]  # fmt: skip
             system.commands.append("locust " + shlex.join(locust[3:]))
             print(f"$ locust {shlex.join(locust[3:])}", flush=True)
+            valkey_slowlog(work / "data", reset=True)
             sampler.roots.update({name: p.pid for name, p in system.procs.items()})
             if fastgen is not None:
                 sampler.roots["fastgen"] = fastgen.pid
@@ -434,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = locust_proc.wait()
             sampler.done.set()
             sampler.join()
+            slowlog = valkey_slowlog(work / "data")
+            (run_dir / "valkey-slowlog.json").write_text(json.dumps(slowlog, indent=1))
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
             if fastgen is not None:
                 try:
@@ -475,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
                 delta_interval_s=5, responder_workers=opts.workers,
                 notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."]
-                      + cpu_note(sampler.totals() if sampler.last else {}),
+                      + cpu_note(sampler.totals() if sampler.last else {}) + slowlog_note(slowlog),
                 cpu_s=sampler.totals() if sampler.last else {},
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip

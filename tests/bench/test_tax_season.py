@@ -100,6 +100,9 @@ def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
     assert meta["cpu_s"]["responder"] > 0 and meta["cpu_s"]["fastgen"] > 0 and meta["cpu_s"]["wall_s"] > 5
     with open(run_dir / "cpu.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) >= 5
+    slowlog = json.loads((run_dir / "valkey-slowlog.json").read_text())
+    assert slowlog["commandstats"]["cmdstat_get"]["calls"] > 0  # the responder read from Valkey during the replay
+    assert any(n.startswith("Valkey slow log during the replay") for n in meta["notes"])
     assert any(c.startswith("python bench/fastgen.py") for c in meta["commands"])
     assert not any(str(tmp_path) in c for c in meta["commands"]) and str(tmp_path) not in fastgen["command"]
 
