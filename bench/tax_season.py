@@ -33,7 +33,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,12 +44,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "tax season bench passphrase"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _certstatus() -> list[str]:
@@ -268,6 +261,20 @@ def cpu_note(spent: dict[str, float]) -> list[str]:
             f"the machine {spent.get('machine', 0.0) / wall:.2f} of {os.cpu_count()}"]  # fmt: skip
 
 
+@contextlib.contextmanager
+def valkey(data_dir: Path) -> Iterator[Any]:
+    """A client of the run's embedded Valkey (its socket under ``data_dir``)."""
+    import redis
+
+    from ca_core.storage.embedded import EmbeddedServices
+
+    client = redis.Redis.from_url(EmbeddedServices(data_dir).redis_url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 #: Valkey commands slower than this (µs) are kept in its slow log during the replay.
 SLOWLOG_US = 5000
 
@@ -278,12 +285,7 @@ def valkey_slowlog(data_dir: Path, *, reset: bool = False) -> dict[str, Any]:
     name with its argument count; never the arguments, which hold keys and responses) and
     the commands' call counts and times. A slow command blocks every client of the
     single-threaded server: the responder's cache misses wait behind it."""
-    import redis
-
-    from ca_core.storage.embedded import EmbeddedServices
-
-    client = redis.Redis.from_url(EmbeddedServices(data_dir).redis_url)
-    try:
+    with valkey(data_dir) as client:
         if reset:
             client.config_set("slowlog-log-slower-than", SLOWLOG_US)
             client.config_set("slowlog-max-len", 1024)
@@ -300,8 +302,6 @@ def valkey_slowlog(data_dir: Path, *, reset: bool = False) -> dict[str, Any]:
         return {"slower_than_us": SLOWLOG_US, "entries": entries,
                 "commandstats": {k: {f: v[f] for f in ("calls", "usec", "usec_per_call") if f in v}
                                  for k, v in stats.items()}}  # fmt: skip
-    finally:
-        client.close()
 
 
 def slowlog_note(slowlog: dict[str, Any]) -> list[str]:
@@ -319,15 +319,8 @@ def snapshots_off(data_dir: Path) -> None:
     """Switch off the embedded Valkey's RDB snapshots for the run: with millions of responses
     a BGSAVE forks a multi-GB process and writes it out in the middle of the measurement (and
     with 11 M certificates the fork's copy-on-write could double Valkey's memory)."""
-    import redis
-
-    from ca_core.storage.embedded import EmbeddedServices
-
-    client = redis.Redis.from_url(EmbeddedServices(data_dir).redis_url)
-    try:
+    with valkey(data_dir) as client:
         client.config_set("save", "")
-    finally:
-        client.close()
 
 
 def tamper_truth(truth_dir: Path) -> int:
@@ -418,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
+    from bench.ocsp import free_port
+
     public_port, admin_port = free_port(), free_port()
     with workdir(opts.work_dir) as work:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTSTATUS_")}
@@ -523,12 +518,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = line.replace(str(path), name)
         return line
 
+    cpu_s = sampler.totals() if sampler.last else {}
     meta.update(commands=[masked(c) for c in ["python bench/tax_season.py "
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
                 delta_interval_s=5, responder_workers=opts.workers,
                 notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."]
-                      + cpu_note(sampler.totals() if sampler.last else {}) + slowlog_note(slowlog),
-                cpu_s=sampler.totals() if sampler.last else {},
+                      + cpu_note(cpu_s) + slowlog_note(slowlog),
+                cpu_s=cpu_s,
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
     meta["generators"] = [{"name": "locust", "processes": opts.locust_processes, "share": opts.locust_share,
