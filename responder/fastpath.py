@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ca_core.errors import MalformedRequest
-from ca_core.ocsp import UNSUCCESSFUL, OCSPQuery, ResponseStatus, parse_request
+from ca_core.ocsp import UNSUCCESSFUL, FlatQuery, ResponseStatus, parse_request
 
 from .crl_stream import BadLastEventID, RawSubscriber, StreamHub, parse_last_event_id
 from .ocsp_source import Answer, OCSPSource, keep_newest
@@ -123,9 +123,10 @@ class FastPath:
         self.date = _Date()
         self.connections: set[PublicProtocol] = set()
         # Request bytes (GET path or POST body) -> parsed query: popular certificates are
-        # asked about with the very same bytes again and again.
-        self.get_memo: dict[bytes, OCSPQuery] = {}
-        self.post_memo: dict[bytes, OCSPQuery] = {}
+        # asked about with the very same bytes again and again. Flat queries, so that the
+        # garbage collector stops tracking the entries (ca_core.ocsp.FlatQuery).
+        self.get_memo: dict[bytes, FlatQuery] = {}
+        self.post_memo: dict[bytes, FlatQuery] = {}
         self._watchdog: asyncio.TimerHandle | None = None
         self.stats = collections.Counter[str]()
         #: The CRL push stream's subscribers, once the worker has one.
@@ -146,11 +147,12 @@ class FastPath:
             conn.check_timeouts(now)
         self._watchdog = asyncio.get_running_loop().call_later(1.0, self._sweep)
 
-    def query(self, raw: bytes, *, from_get: bool) -> OCSPQuery:
+    def query(self, raw: bytes, *, from_get: bool) -> FlatQuery:
+        """The query in a GET path's encoded part or a POST body; raises MalformedRequest."""
         memo = self.get_memo if from_get else self.post_memo
         q = memo.get(raw)
         if q is None:
-            q = parse_request(decode_get_path(raw) if from_get else raw)
+            q = parse_request(decode_get_path(raw) if from_get else raw).flat
             if len(memo) >= _MEMO_ENTRIES:
                 memo = keep_newest(memo, _MEMO_ENTRIES * 7 // 8)
                 if from_get:
@@ -503,7 +505,7 @@ class PublicProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._answer_later(query, slot, keep_alive, conditional))
 
     async def _answer_later(
-        self, query: OCSPQuery, slot: _Slot, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]
+        self, query: FlatQuery, slot: _Slot, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]
     ) -> None:
         try:
             answer = await self.fp.source.answer(query, probed=True)

@@ -50,9 +50,10 @@ from ca_core.clock import Clock
 from ca_core.keystore import KeyVault
 from ca_core.ocsp import (
     EXTENDED_REVOKE_TIME,
+    HASH_ALGORITHMS,
     UNSUCCESSFUL,
+    FlatQuery,
     HashAlgorithm,
-    OCSPQuery,
     ResponseSigner,
     ResponseStatus,
     SingleStatus,
@@ -66,7 +67,7 @@ from ca_core.storage import responses as store
 from .fastredis import FastRedis, RedisUnavailable
 from .server import stop_task
 
-__all__ = ["Answer", "IssuerEntry", "OCSPSource", "UnknownSerialPolicy"]
+__all__ = ["Answer", "IssuerEntry", "IssuerKey", "OCSPSource", "UnknownSerialPolicy"]
 
 _log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -95,9 +96,10 @@ class Answer(NamedTuple):
     """An OCSP response ready to send. ``this_update``/``next_update`` are set for signed
     responses (they drive the caching headers); ``etag`` too unless it carries a nonce.
 
-    A tuple of bytes and ints on purpose: the garbage collector stops tracking such tuples,
-    so a cache of hundreds of thousands of answers adds nothing to a full collection
-    (with dataclasses, full collections stalled a busy worker for ~0.6 s)."""
+    The cache keeps each as a plain tuple of the same fields (:meth:`OCSPSource._remember`):
+    CPython never stops tracking a tuple *subclass* in its garbage collector, only an
+    exact tuple of untracked values, so 200,000 cached NamedTuples would be walked by
+    every collection of the generation holding them (see :data:`ca_core.ocsp.FlatQuery`)."""
 
     der: bytes
     this_update: int = 0
@@ -117,6 +119,15 @@ OUTAGE_GRACE = 1.0
 
 _UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
 _TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
+#: A cached answer (the exact-tuple form of an Answer) back as an Answer.
+_as_answer = functools.partial(tuple.__new__, Answer)
+
+#: Where an issuer is found: (index in HASH_ALGORITHMS, issuer name hash, issuer key
+#: hash), the first three fields of a FlatQuery.
+IssuerKey = tuple[int, bytes, bytes]
+#: A cache key: (issuer id, serial, index in HASH_ALGORITHMS). Ints only, so untracked.
+_CacheKey = tuple[int, int, int]
+_SHA1 = HASH_ALGORITHMS.index(HashAlgorithm.SHA1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -158,7 +169,7 @@ class OCSPSource:
         self,
         fast: FastRedis,
         subscriber: aioredis.Redis,
-        issuers: dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry],
+        issuers: dict[IssuerKey, IssuerEntry],
         *,
         clock: Clock | None = None,
         cache_entries: int = 200_000,
@@ -174,7 +185,9 @@ class OCSPSource:
         self.honour_nonce = honour_nonce
         self.unknown_serial = unknown_serial
         self._time = (lambda: clock.now().timestamp()) if clock is not None else time.time
-        self._cache: dict[tuple[int, int, HashAlgorithm], Answer] = {}
+        # Values are Answers as exact tuples: with the int-only keys, entries the garbage
+        # collector stops tracking (Answer's docstring).
+        self._cache: dict[_CacheKey, tuple[bytes, int, int, bytes | None, bytes]] = {}
         self._subscribed = False
         self._generation = 0  # bumped by every invalidation; guards in-flight fills
         self._live = 0
@@ -188,20 +201,20 @@ class OCSPSource:
     @staticmethod
     async def load_issuers(
         pool: asyncpg.Pool, vault: KeyVault | None, now: dt.datetime
-    ) -> dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry]:
+    ) -> dict[IssuerKey, IssuerEntry]:
         """The issuer table: every issuing CA with an OCSP signer, under both hash forms."""
         async with pool.acquire() as conn:
             issuers = await db.list_issuers(conn)
             signers = await load_issuer_signers(conn, vault, now) if vault is not None else {}
             with_signer = {i.id for i in issuers if await db.current_ocsp_signer(conn, i.id, now) is not None}
-        table: dict[tuple[HashAlgorithm, bytes, bytes], IssuerEntry] = {}
+        table: dict[IssuerKey, IssuerEntry] = {}
         for issuer in issuers:
             if issuer.id not in with_signer:
                 continue  # the root: its certificates' status is on its CRL
             signing = signers.get(issuer.id)
             entry = IssuerEntry(issuer.id, issuer.name, signing.signer if signing else None)
             for h in issuer_hashes(x509.load_der_x509_certificate(issuer.certificate)).values():
-                table[(h.hash_algorithm, h.name_hash, h.key_hash)] = entry
+                table[(HASH_ALGORITHMS.index(h.hash_algorithm), h.name_hash, h.key_hash)] = entry
         return table
 
     # Invalidation -----------------------------------------------------------------
@@ -216,7 +229,7 @@ class OCSPSource:
         except ValueError:
             self._cache.clear()  # not one of ours: be safe
             return
-        for alg in HashAlgorithm:
+        for alg in range(len(HASH_ALGORITHMS)):
             self._cache.pop((*ident, alg), None)
 
     def _drop_all(self) -> None:
@@ -277,21 +290,26 @@ class OCSPSource:
 
     # Answers ----------------------------------------------------------------------
 
-    def cached(self, query: OCSPQuery) -> Answer | None:
+    def cached(self, query: FlatQuery) -> Answer | None:
         """The answer from the in-process cache, if it holds a current one (no I/O)."""
-        if not self._subscribed or (query.nonce is not None and self.honour_nonce):
+        if not self._subscribed or (query[4] is not None and self.honour_nonce):
             return None
-        cid = query.cert_id
-        entry = self.issuers.get((cid.hash_algorithm, cid.issuer_name_hash, cid.issuer_key_hash))  # type: ignore[arg-type]
+        entry = self.issuers.get(query[:3])
         if entry is None:
             return _UNAUTHORIZED
-        answer = self._cache.get((entry.id, cid.serial, cid.hash_algorithm))  # type: ignore[arg-type]
-        if answer is not None and answer.next_update > self._time():
+        hit = self._current((entry.id, query[3], query[0]))
+        if hit is not None:
             self.stats["cache_hits"] += 1
-            return answer
+        return hit
+
+    def _current(self, key: _CacheKey) -> Answer | None:
+        """The cached answer under ``key`` if it is still within its validity."""
+        entry = self._cache.get(key)
+        if entry is not None and entry[2] > self._time():  # next_update
+            return _as_answer(entry)
         return None
 
-    def _remember(self, key: tuple[int, int, HashAlgorithm], answer: Answer, generation: int) -> None:
+    def _remember(self, key: _CacheKey, answer: Answer, generation: int) -> None:
         # Kept even while unsubscribed (a fresh read from Redis is the truth, and it is the
         # copy to fall back on if Redis goes away), but not if a change or a lost
         # subscription may have raced this read.
@@ -299,7 +317,7 @@ class OCSPSource:
             return
         if len(self._cache) >= self.cache_entries:
             self._cache = keep_newest(self._cache, self.cache_entries * 7 // 8)
-        self._cache[key] = answer
+        self._cache[key] = tuple(answer)  # type: ignore[assignment]
 
     async def _server_trusted(self) -> bool:
         """Whether the Redis server behind the connection is one the signer has checked
@@ -328,11 +346,10 @@ class OCSPSource:
     async def _presigned(self, entry: IssuerEntry, serial: int) -> Answer | None:
         """The SHA-1 answer from cache or Redis; None if Redis has none.
         Raises RedisUnavailable when Redis cannot say and no current copy is cached."""
-        key = (entry.id, serial, HashAlgorithm.SHA1)
-        now = self._time()
+        key = (entry.id, serial, _SHA1)
         if self._subscribed:
-            hit = self._cache.get(key)
-            if hit is not None and hit.next_update > now:
+            hit = self._current(key)
+            if hit is not None:
                 return hit
         generation = self._generation
         try:
@@ -342,9 +359,8 @@ class OCSPSource:
             # Redis just stopped answering: a cached copy stands in only within the
             # propagation bound of its last answer, since a change acknowledged later
             # could not be published (DESIGN invariant 3).
-            stale = self._cache.get(key)
-            recent = time.monotonic() - self.fast.last_reply < OUTAGE_GRACE
-            if stale is not None and recent and stale.next_update > self._time():
+            stale = self._current(key)
+            if stale is not None and time.monotonic() - self.fast.last_reply < OUTAGE_GRACE:
                 return stale
             raise
         # The comparison in line: this runs for every Redis read, the await only on a new connection.
@@ -402,33 +418,33 @@ class OCSPSource:
         finally:
             self._live -= 1
 
-    async def answer(self, query: OCSPQuery, *, probed: bool = False) -> Answer:
-        """The answer to one query; never raises for any query. ``probed``: the caller
-        already found :meth:`cached` empty."""
+    async def answer(self, query: FlatQuery, *, probed: bool = False) -> Answer:
+        """The answer to one query (:attr:`OCSPQuery.flat <ca_core.ocsp.OCSPQuery.flat>`);
+        never raises for any query. ``probed``: the caller already found :meth:`cached` empty."""
         if not probed:
             hit = self.cached(query)
             if hit is not None:
                 return hit
-        cid = query.cert_id
-        entry = self.issuers.get((cid.hash_algorithm, cid.issuer_name_hash, cid.issuer_key_hash))  # type: ignore[arg-type]
-        if entry is None or cid.hash_algorithm is None:
+        entry = self.issuers.get(query[:3])
+        if entry is None:  # also every algorithm we do not answer: no issuer is keyed by it
             return _UNAUTHORIZED
-        alg = cid.hash_algorithm
+        alg_index, serial = query[0], query[3]
+        alg = HASH_ALGORITHMS[alg_index]
         try:
-            base = await self._presigned(entry, cid.serial) if cid.serial > 0 else None
+            base = await self._presigned(entry, serial) if serial > 0 else None
             if base is None:
-                return await self._never_issued(entry, cid.serial, alg)
+                return await self._never_issued(entry, serial, alg)
         except RedisUnavailable:
             return _TRY_LATER
-        nonce = query.nonce if self.honour_nonce else None
+        nonce = query[4] if self.honour_nonce else None
         if alg is HashAlgorithm.SHA1 and nonce is None:
             return base
         if entry.signer is None:
             return _TRY_LATER if nonce is None else base
-        key = (entry.id, cid.serial, alg)
+        key = (entry.id, serial, alg_index)
         if nonce is None and self._subscribed:
-            hit = self._cache.get(key)
-            if hit is not None and hit.next_update > self._time():
+            hit = self._current(key)
+            if hit is not None:
                 return hit
         if not self._try_live():
             # Saturated: a nonce is optional (RFC 8954 allows answering without it), a
@@ -436,9 +452,7 @@ class OCSPSource:
             return base if alg is HashAlgorithm.SHA1 else _TRY_LATER
         generation = self._generation
         status = response_status(base.der)
-        der = await self._sign_live(
-            entry.signer, cid.serial, status, base.this_update, base.next_update, alg, nonce, False
-        )
+        der = await self._sign_live(entry.signer, serial, status, base.this_update, base.next_update, alg, nonce, False)
         if nonce is not None:
             return Answer(der, base.this_update, base.next_update, None)
         answer = _answer(der, base.this_update, base.next_update)

@@ -33,6 +33,7 @@ from .crl_source import CRLSource
 from .crl_stream import StreamHub
 from .fastpath import FastPath, PublicProtocol
 from .fastredis import FastRedis
+from .gcwatch import GCWatch
 from .ocsp_source import OCSPSource, UnknownSerialPolicy
 from .runtime import Endpoints, Storage, open_storage, vault
 
@@ -153,13 +154,17 @@ async def _refresh_issuers(
 # Several processes ----------------------------------------------------------------------
 
 
-def tune_gc() -> None:
+def tune_gc() -> GCWatch:
     """For a serving process: what exists after start-up (modules, keys, the app) is
     frozen out of the collector's view, and young generations are collected less often.
-    The caches hold untracked tuples, so full collections stay short."""
+    What the worker accumulates while serving (request memos, cached answers) is made of
+    exact tuples of bytes and ints, which the collector stops tracking
+    (``ca_core.ocsp.FlatQuery``), so collections stay short; the returned watch logs any
+    that is not (:mod:`responder.gcwatch`)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    return GCWatch().install()
 
 
 def _die_with_parent() -> None:

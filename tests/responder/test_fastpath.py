@@ -12,6 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import email.utils
+import gc
 import logging
 import random
 import re
@@ -662,6 +663,36 @@ async def test_unauthorized_sha256_and_ignored_nonce_answers(responder: Responde
             assert reply.body == plain.body and reply.headers["etag"] == plain.headers["etag"]
         assert source.stats["cache_hits"] == hits + 2
         assert source.stats["live_signed"] == 1
+
+
+async def test_memos_and_cache_hold_nothing_the_garbage_collector_tracks(responder: Responder) -> None:
+    """A busy worker keeps hundreds of thousands of parsed requests and answers. If those
+    entries stayed tracked, every collection of their generation would walk them all (the
+    ~100 ms stalls bench/README.md describes), so after one collection none may be tracked,
+    and answers served back from the cache must still be right."""
+    records = [await responder.issue() for _ in range(3)]
+    source, fp = responder.server.source, responder.server.fastpath
+    requests = []
+    for i, record in enumerate(records):
+        for algorithm in (hashes.SHA1(), hashes.SHA256()):
+            der = responder.request(record, algorithm=algorithm, nonce=bytes([i + 1]) * 16)
+            requests.append((GET(ocsp_path(der)), record, algorithm.name))
+            requests.append((POST(der), record, algorithm.name))
+    never_issued = responder.request(0x0BAD_5E41A1)
+    async with connect(responder) as conn:
+        for _ in range(2):  # the second round is answered from the cache
+            for request, record, algorithm in requests:
+                assert_good(await conn.request(request), record, algorithm)
+            assert (await conn.request(POST(never_issued))).body == UNAUTHORIZED
+    assert source.stats["cache_hits"] >= len(requests)
+
+    gc.collect()
+    assert len(source._cache) == 2 * len(records)  # SHA-1 and SHA-256 answers per certificate
+    assert len(fp.get_memo) == len(requests) // 2
+    assert len(fp.post_memo) == len(requests) // 2 + 1  # and the never-issued serial
+    held = [*source._cache.items(), *fp.get_memo.items(), *fp.post_memo.items()]
+    tracked = [(type(k).__name__, type(v).__name__) for k, v in held if gc.is_tracked(k) or gc.is_tracked(v)]
+    assert tracked == [], f"{len(tracked)} of {len(held)} entries still tracked, e.g. {tracked[:3]}"
 
 
 @pytest.fixture
