@@ -315,6 +315,37 @@ def slowlog_note(slowlog: dict[str, Any]) -> list[str]:
             f"{slowlog['slower_than_us'] / 1000:g} ms{tail}"]  # fmt: skip
 
 
+#: What responder.gcwatch logs for a collection over 20 ms.
+_GC_PAUSE = re.compile(rb"garbage collection paused this process: generation (\d), ([\d.]+) ms")
+
+
+def responder_gc_pauses(log: Path, start: int) -> dict[str, Any]:
+    """The responder workers' long garbage collections (responder.gcwatch's warnings) in
+    ``log`` from byte ``start`` on: how many per generation, the longest, and the total."""
+    from responder.gcwatch import WARN_AFTER
+
+    with open(log, "rb") as f:
+        f.seek(start)
+        found = [(int(m[1]), float(m[2])) for m in _GC_PAUSE.finditer(f.read())]
+    return {
+        "over_ms": round(WARN_AFTER * 1000),
+        "count": len(found),
+        "by_generation": {g: sum(1 for x, _ in found if x == g) for g in (0, 1, 2)},
+        "longest_ms": max((ms for _, ms in found), default=0.0),
+        "total_ms": round(sum(ms for _, ms in found), 1),
+    }
+
+
+def gc_note(pauses: dict[str, Any]) -> list[str]:
+    """One line for the report: the responder's garbage-collection pauses during the replay."""
+    if "count" not in pauses:
+        return []
+    by = ", ".join(f"gen {g}: {n}" for g, n in pauses["by_generation"].items() if n)
+    detail = f" ({by}), the longest {pauses['longest_ms']:.0f} ms, {pauses['total_ms']:,.0f} ms in all" if by else ""
+    return [f"Responder garbage collections over {pauses['over_ms']} ms during the replay (responder.gcwatch "
+            f"warnings in logs/responder.log): {pauses['count']}{detail}"]  # fmt: skip
+
+
 def snapshots_off(data_dir: Path) -> None:
     """Switch off the embedded Valkey's RDB snapshots for the run: with millions of responses
     a BGSAVE forks a multi-GB process and writes it out in the middle of the measurement (and
@@ -426,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fastgen: subprocess.Popen[bytes] | None = None
         sampler = CpuSampler(run_dir / "cpu.csv")
         slowlog: dict[str, Any] = {}
+        gc_pauses: dict[str, Any] = {}
         try:
             system.start("services", ["services"], r"Ctrl-C stops them")
             snapshots_off(work / "data")
@@ -468,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             system.commands.append("locust " + shlex.join(locust[3:]))
             print(f"$ locust {shlex.join(locust[3:])}", flush=True)
             valkey_slowlog(work / "data", reset=True)
+            gc_from = (logs / "responder.log").stat().st_size
             sampler.roots.update({name: p.pid for name, p in system.procs.items()})
             if fastgen is not None:
                 sampler.roots["fastgen"] = fastgen.pid
@@ -480,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sampler.done.set()
             sampler.join()
             slowlog = valkey_slowlog(work / "data")
+            gc_pauses = responder_gc_pauses(logs / "responder.log", gc_from)
             (run_dir / "valkey-slowlog.json").write_text(json.dumps(slowlog, indent=1))
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
             if fastgen is not None:
@@ -523,8 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
                 delta_interval_s=5, responder_workers=opts.workers,
                 notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."]
-                      + cpu_note(cpu_s) + slowlog_note(slowlog),
-                cpu_s=cpu_s,
+                      + cpu_note(cpu_s) + slowlog_note(slowlog) + gc_note(gc_pauses),
+                cpu_s=cpu_s, responder_gc_pauses=gc_pauses,
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
     meta["generators"] = [{"name": "locust", "processes": opts.locust_processes, "share": opts.locust_share,

@@ -103,6 +103,9 @@ def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
     slowlog = json.loads((run_dir / "valkey-slowlog.json").read_text())
     assert slowlog["commandstats"]["cmdstat_get"]["calls"] > 0  # the responder read from Valkey during the replay
     assert any(n.startswith("Valkey slow log during the replay") for n in meta["notes"])
+    # responder.gcwatch's warnings counted over the replay (none expected at this load, but the count is there)
+    assert set(meta["responder_gc_pauses"]) >= {"count", "by_generation", "longest_ms", "over_ms"}
+    assert any(n.startswith("Responder garbage collections over 20 ms") for n in meta["notes"])
     assert any(c.startswith("python bench/fastgen.py") for c in meta["commands"])
     assert not any(str(tmp_path) in c for c in meta["commands"]) and str(tmp_path) not in fastgen["command"]
 
@@ -123,3 +126,45 @@ def test_a_wrong_answer_is_counted_as_one(tmp_path: Path) -> None:
     with open(run_dir / "locust_failures.csv", newline="") as f:
         messages = {r["Error"] for r in csv.DictReader(f)}
     assert any("wrong status" in m for m in messages), messages
+
+
+def test_responder_gc_pauses_are_read_from_the_replay_part_of_the_log(tmp_path: Path) -> None:
+    """What responder.gcwatch writes, in the product's log format, is what the run counts,
+    and only from where the replay started."""
+    import logging
+
+    from bench.tax_season import gc_note, responder_gc_pauses
+    from responder.gcwatch import GCWatch
+
+    log = tmp_path / "responder.log"
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # configure_logging's
+    logger = logging.getLogger("responder.gcwatch")
+    logger.addHandler(handler)
+    now = [0.0]
+    watch = GCWatch(clock=lambda: now[0])
+
+    def collection(generation: int, ms: float) -> None:
+        watch("start", {"generation": generation, "collected": 0, "uncollectable": 0})
+        now[0] += ms / 1000
+        watch("stop", {"generation": generation, "collected": 3, "uncollectable": 0})
+
+    try:
+        collection(2, 250.0)  # before the replay: not counted
+        handler.flush()
+        start = log.stat().st_size
+        for generation, ms in ((1, 106.5), (0, 0.5), (2, 30.4), (1, 21.0)):
+            collection(generation, ms)
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    pauses = responder_gc_pauses(log, start)
+    assert pauses["count"] == 3 and pauses["by_generation"] == {0: 0, 1: 2, 2: 1}
+    assert pauses["longest_ms"] == 106.5 and pauses["total_ms"] == pytest.approx(157.9)
+    assert gc_note(pauses) == [
+        "Responder garbage collections over 20 ms during the replay (responder.gcwatch warnings in "
+        "logs/responder.log): 3 (gen 1: 2, gen 2: 1), the longest 106 ms, 158 ms in all"
+    ]
+    assert responder_gc_pauses(log, log.stat().st_size)["count"] == 0
+    assert gc_note({}) == []
