@@ -125,6 +125,7 @@ NOT_MEASURED = "not measured"
 FASTGEN_FILES = ("fastgen.csv", "fastgen-latency.csv", "fastgen.json")
 FASTGEN_FAILURES = ("wrong", "stale", "sig_fail", "errors")  # the outcomes other than a verified right answer
 CEILING_FILE = "ceiling.json"
+LADDER_FILE = "ladder.json"  # bench/ladder.py: constant rates past the day's peak
 
 _PERCENTILE_COLUMN = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
@@ -728,6 +729,7 @@ class Run:
     settle_s: float
     fastgen: Fastgen | None = None
     ceiling: dict[str, Any] | None = None
+    ladder: dict[str, Any] | None = None
     steps: list[Step] = dataclasses.field(default_factory=list)
     sustainable: Sustainable = dataclasses.field(default_factory=lambda: Sustainable(None, NOT_MEASURED))
 
@@ -770,6 +772,7 @@ def load_run(run_dir: Path, *, ocsp_match: str = DEFAULT_OCSP_MATCH, settle_s: f
         settle_s=settle_s,
         fastgen=load_fastgen(run_dir),
         ceiling=_optional(run_dir, CEILING_FILE, read_json),
+        ladder=_optional(run_dir, LADDER_FILE, read_json),
     )
     run.steps = judge_steps(run)
     run.sustainable = sustainable_rate(run.steps)
@@ -1592,6 +1595,17 @@ def _headroom(run: Run) -> list[str]:
     else:
         lines.append(f"Headroom: {NOT_MEASURED}.")
     lines.append("")
+    held = ladder_sustained(run.ladder)
+    if held is not None:
+        day = "" if sus.lower_bound else (
+            " The day itself did not hold at its peak, so this does not raise the headroom above; it is relying-party "
+            "load alone, without the day's admin writes and burst."
+        )  # fmt: skip
+        lines += [
+            f"Past the day's peak, the rate ladder (below) held **{fmt_rate(held)}** = {fmt_ratio(held / TAX_SEASON_PEAK_RPS)} the "
+            f"tax-season peak and {fmt_ratio(held / EID_BOUND_RPS)} the eID bound, by fastgen's rules of the day.{day}",
+            "",
+        ]
     if run.fastgen is None:
         source = (
             "verified answers per second from checks.csv"
@@ -1924,6 +1938,74 @@ def _ceiling(run: Run) -> list[str]:
     return lines
 
 
+def ladder_sustained(ladder: dict[str, Any] | None) -> float | None:
+    """The ladder's sustained rate: the highest rung held with every lower rung held."""
+    if not ladder or "error" in ladder:
+        return None
+    best = None
+    for rung in sorted(
+        (r for r in ladder.get("rungs") or [] if isinstance(r, dict)), key=lambda r: float(r.get("rate", 0))
+    ):
+        if rung.get("verdict") != "held":
+            break
+        best = float(rung["rate"])
+    return best
+
+
+def _ladder(run: Run) -> list[str]:
+    ladder = run.ladder
+    assert ladder is not None
+    if "error" in ladder:
+        return [f"Rate ladder: {NOT_MEASURED}: {_cell(ladder['error'])}"]
+    rungs = [r for r in ladder.get("rungs") or [] if isinstance(r, dict)]
+    lines = [
+        f"After the replay, on the same system, fastgen alone at constant rates ({_num(ladder.get('seconds'), lambda v: f'{v:g}', '?')} s "
+        f"per rung, {_num(ladder.get('connections'), fmt_int, '?')} connections, every answer checked), up to the first rung not held. "
+        f"A rung is held with nothing wrong, an error share under {fmt_pct(ERROR_RATE_GOAL)} and every {WINDOW_S:g} s window's p99 under "
+        f"{fmt_ms(P99_GOAL_MS)} (fastgen's rules of the day: latency from each request's scheduled time, the whole rung judged); it is "
+        f"not judged when fastgen's own send lag says it fell behind. Relying-party checks only: no Locust, admin writes or burst. "
+        "CPU in cores on average over the rung (fastgen's from its own figure; services = PostgreSQL and Valkey).",
+        "",
+        "| rate | verdict | verified/s | error share | p99 | worst 10 s p99 | fastgen send lag p99 | CPU: responder · services · fastgen · machine | why |",
+        "|--:|---|--:|--:|--:|--:|--:|---|---|",
+    ]
+
+    def ms(value: Any) -> str:
+        if value == "inf":
+            return INF_WINDOW
+        return _num(value, fmt_ms_fine)
+
+    for r in rungs:
+        cpu = r["cpu"] if isinstance(r.get("cpu"), dict) else {}
+        cores = " · ".join(
+            _num(cpu.get(k), lambda v: f"{v:.2f}") for k in ("responder", "services", "fastgen", "machine")
+        )
+        verdict = str(r.get("verdict", "?"))
+        lines.append(
+            f"| {_num(r.get('rate'), fmt_rate)} | {'**' + verdict + '**' if verdict != 'held' else verdict} | "
+            f"{_num(r.get('delivered_rps'), fmt_int)} | {_num(r.get('error_share'), fmt_pct)} | {ms(r.get('p99_ms'))} | "
+            f"{ms(r.get('worst_window_p99_ms'))} | {ms(r.get('send_lag_p99_ms'))} | {cores} | "
+            f"{_cell('; '.join(str(x) for x in r.get('reasons') or [])) or '–'} |"
+        )
+    if not rungs:
+        lines.append("| not recorded | | | | | | | | |")
+    held = ladder_sustained(ladder)
+    lines += [
+        "",
+        f"- Sustained by the ladder: **{fmt_rate(held)}** = {fmt_ratio(held / TAX_SEASON_PEAK_RPS)} the tax-season peak, "
+        f"{fmt_ratio(held / EID_BOUND_RPS)} the eID bound"
+        if held is not None
+        else "- Sustained by the ladder: no rung held",
+    ]
+    top = max((float(r.get("rate", 0)) for r in rungs), default=0.0)
+    if rungs and all(r.get("verdict") == "held" for r in rungs) and top >= max(ladder.get("rates") or [top]):
+        lines.append("- Every rung held: the ladder's top is a lower bound, not the limit.")
+    commands = ladder.get("commands") or []
+    if commands:
+        lines += ["", "```sh", *[str(c) for c in commands], "```"]
+    return lines
+
+
 _META_USED = {
     "scenario",
     "scale",
@@ -1972,6 +2054,8 @@ def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]
         "hour is only a small share of the day's requests, so a figure over the whole run alone could hide a peak that misses.",
     ]
     lines += ["", *_headroom(run), ""]
+    if run.ladder is not None:
+        lines += ["## Rate ladder (past the day's peak)", "", *_ladder(run), ""]
     if run.ceiling is not None:
         lines += ["## Ceiling (wrk, at full load)", "", *_ceiling(run), ""]
     lines += ["## Generators", "", *_generators(run), ""]
@@ -2060,7 +2144,9 @@ def build_report(
 
     copied: list[str] = []
     extra = [
-        run_dir / name for name in ("fastgen.json", CEILING_FILE, "valkey-slowlog.json") if (run_dir / name).is_file()
+        run_dir / name
+        for name in ("fastgen.json", CEILING_FILE, LADDER_FILE, "valkey-slowlog.json")
+        if (run_dir / name).is_file()
     ]
     for src in sorted([*run_dir.glob("*.csv"), run_dir / "meta.json", *extra]):
         dst = out / src.name

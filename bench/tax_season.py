@@ -43,6 +43,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_core, bench) from this tree
+    sys.path.insert(0, str(ROOT))
+
+from bench.ladder import DEFAULT_RATES, climb  # noqa: E402 - after the path set-up above
+
 PASSPHRASE = "tax season bench passphrase"
 
 
@@ -121,7 +126,7 @@ class CpuSampler(threading.Thread):
         busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6]  # user nice system irq softirq
         return busy / CpuSampler.TICK
 
-    def _sample(self) -> dict[str, float]:
+    def sample(self) -> dict[str, float]:
         """Per part: utime+stime+cutime+cstime over its live process tree, so that a process
         that has exited and been waited for still counts, in its parent's cutime, exactly once."""
         parent: dict[int, int] = {}
@@ -150,10 +155,10 @@ class CpuSampler(threading.Thread):
         with open(self.out, "w", newline="") as f:
             writer: Any = None
             start = prev_t = time.monotonic()
-            prev = self._sample()
+            prev = self.sample()
             self.first = dict(prev)
             while not self.done.wait(1.0):
-                now_t, now = time.monotonic(), self._sample()
+                now_t, now = time.monotonic(), self.sample()
                 for name in now:  # a part registered since: its time so far is not this second's
                     prev.setdefault(name, now[name])
                     self.first.setdefault(name, now[name])
@@ -236,6 +241,22 @@ def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int)
             text = text.replace(str(path), name)
         (run_dir / "ceiling.json").write_text(json.dumps({"error": text}))
         print(f"ceiling not measured: {text}", flush=True)
+
+
+def rate_ladder(system: System, run_dir: Path, truth_dir: Path, work: Path, port: int, rates: Sequence[float],
+                opts: argparse.Namespace, sampler: CpuSampler) -> None:  # fmt: skip
+    """The rate ladder past the day's peak (bench/ladder.py) on the system just replayed; its
+    error, if any, goes to ladder.json instead of losing the day's results."""
+    try:
+        result = climb(truth_dir=truth_dir, url=f"http://127.0.0.1:{port}", run_dir=run_dir, rates=rates,
+                       seconds=opts.ladder_seconds, connections=opts.fastgen_connections, cpu=sampler.sample)  # fmt: skip
+        system.commands += [c + "  # the rate ladder" for c in result["commands"]]
+    except Exception as e:  # noqa: BLE001 - the day's results must survive whatever the ladder does
+        text = f"{type(e).__name__}: {e}"
+        for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, ".")):  # no machine path in a report
+            text = text.replace(str(path), name)
+        (run_dir / "ladder.json").write_text(json.dumps({"error": text}))
+        print(f"rate ladder not measured: {text}", flush=True)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], log: Path, pattern: str, name: str, timeout: float = 900) -> None:
@@ -417,6 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-ceiling", action="store_true",
                         help="skip the max-throughput measurement after the replay (bench/ceiling.py: wrk, "
                              "the responder and nginx serving the same bytes)")  # fmt: skip
+    parser.add_argument("--ladder", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
+                        help="after the replay, the rate ladder's rungs in checks/s (bench/ladder.py: fastgen alone at "
+                             "each constant rate, judged by the day's rules, up to the first rung not held; "
+                             "default %(default)s)")  # fmt: skip
+    parser.add_argument("--ladder-seconds", type=float, default=40.0, help="each rung's length (default 40)")
+    parser.add_argument("--no-ladder", action="store_true", help="skip the rate ladder")
     parser.add_argument("--locust-processes", type=int, default=1, help="Locust --processes (default 1)")
     parser.add_argument("--admin-users", type=int, default=1, help="CA-admin users (default 1)")
     parser.add_argument("--crl-users", type=int, default=1, help="CRL consumers (default 1)")
@@ -434,9 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="self-test of the checks: mark the most popular certificate revoked in the ground truth, "
                              "so every answer about it must be counted wrong")  # fmt: skip
     opts = parser.parse_args(argv)
-    if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_core, bench) from this tree
-        sys.path.insert(0, str(ROOT))
-
+    try:
+        ladder_rates = [float(r) for r in opts.ladder.split(",") if r.strip()]
+    except ValueError:
+        parser.error(f"--ladder: not a list of numbers: {opts.ladder!r}")
+    if not opts.no_ladder and (not ladder_rates or min(ladder_rates) <= 0 or opts.ladder_seconds < 10):
+        parser.error("--ladder needs positive rates and --ladder-seconds at least 10 (one latency window)")
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
     run_dir = Path(opts.run_dir) if opts.run_dir else ROOT / "bench" / "results" / "runs" / f"{stamp}-x{opts.scale:g}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -528,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fastgen_code = fastgen.wait()
                 fastgen_log.close()
                 print(f"fastgen exited with {fastgen_code}: {(logs / 'fastgen.log').read_text()[-400:].strip()}")
+            if not opts.no_ladder:
+                rate_ladder(system, run_dir, truth_dir, work, public_port, ladder_rates, opts, sampler)
             if not opts.no_ceiling:
                 ceiling(run_dir, public_port, truth_dir, work, opts.workers)
         finally:

@@ -46,7 +46,8 @@ def ocsp_requests(run_dir: Path) -> tuple[int, int]:
 def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
     # A short day: the burst mid-day, so that it surely falls inside the run. Locust alone
     # carries the relying parties here; the next test splits them with fastgen.
-    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"), "--burst-at", "0.5", "--locust-share", "1")
+    run_dir = run(tmp_path, "--report-dir", str(tmp_path / "report"), "--burst-at", "0.5", "--locust-share", "1",
+                  "--no-ladder")  # fmt: skip
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
     assert requests > 100 and failures == 0
@@ -74,7 +75,8 @@ def test_a_clean_run_is_checked_and_reported(tmp_path: Path) -> None:
 
 
 def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
-    run_dir = run(tmp_path, "--scale", "4", "--locust-share", "0.25", "--no-report")
+    run_dir = run(tmp_path, "--scale", "4", "--locust-share", "0.25", "--no-report", "--ladder", "300,150",
+                  "--ladder-seconds", "10")  # fmt: skip
     fastgen = json.loads((run_dir / "fastgen.json").read_text())
     requests, failures = ocsp_requests(run_dir)
     # x4 is 400/s at the peak: Locust a quarter (at least one user), fastgen the rest.
@@ -109,9 +111,22 @@ def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
     assert any(c.startswith("python bench/fastgen.py") for c in meta["commands"])
     assert not any(str(tmp_path) in c for c in meta["commands"]) and str(tmp_path) not in fastgen["command"]
 
+    # The rate ladder after the replay: fastgen alone, lowest rung first, every answer checked.
+    ladder = json.loads((run_dir / "ladder.json").read_text())
+    assert [r["rate"] for r in ladder["rungs"]] == [150, 300] and ladder["seconds"] == 10
+    for r in ladder["rungs"]:
+        assert r["verdict"] == "held", r  # a few hundred checks/s on a 1,500-certificate system
+        assert r["outcomes"]["checked"] == r["sent"] >= r["rate"] * 9
+        assert r["cpu"]["responder"] > 0 and r["cpu"]["fastgen"] > 0 and r["cpu"]["machine"] > 0
+        rung = json.loads((run_dir / "ladder" / f"{r['rate']:g}" / "fastgen.json").read_text())
+        assert rung["requests"] == r["sent"] and rung["outcomes"]["wrong"] == 0
+    assert ladder["sustained_rps"] == 300
+    assert not any(str(tmp_path) in c for c in ladder["commands"])
+    assert sum(1 for c in meta["commands"] if c.endswith("# the rate ladder")) == 2
+
 
 def test_a_wrong_answer_is_counted_as_one(tmp_path: Path) -> None:
-    run_dir = run(tmp_path, "--tamper-truth", "--no-report", "--scale", "2", "--locust-share", "0.5")
+    run_dir = run(tmp_path, "--tamper-truth", "--no-report", "--scale", "2", "--locust-share", "0.5", "--no-ladder")
     requests, failures = ocsp_requests(run_dir)
     checks = totals(run_dir)
     fastgen = json.loads((run_dir / "fastgen.json").read_text())

@@ -1,0 +1,208 @@
+"""The rate ladder: the highest constant rate the responder holds the goals at, past the day's peak.
+
+The replay's sustainable rate can be no higher than the busiest step of the day it replays
+(x50: 5,000 checks/s), while issue 6's headroom goal is 100 times the tax-season peak,
+10,000/s. So after the replay, on the same loaded and warm system, fastgen sends constant
+rates one rung at a time (``--rate R --seconds S``, every answer checked against the ground
+truth) and each rung is judged by the day's rules for fastgen (``bench/report.py``):
+
+- **held**: nothing wrong, stale or badly signed, fastgen's error share ((wrong + stale +
+  sig_fail + errors + any without an outcome) / sent) under 0.1 %, and the p99 of every
+  10 s window of whole seconds (sliding by 1 s, latency from each request's scheduled send
+  time) under 50 ms;
+- **not judged**: fastgen's own send lag p99 was over 10 ms in some 10 s window (its
+  ``saturated``): the generator fell behind its schedule, so a miss may be its own;
+- **missed** otherwise, with the reasons.
+
+The climb stops at the first rung that is not held. The sustained rate is the highest rung
+held with every lower rung held. It is relying-party load alone (no Locust, no admin writes,
+no revocation burst), on a 2-core machine that also runs the generator: ``cpu`` records
+each part's cores per rung (``services`` is PostgreSQL and Valkey), so a reader sees whether
+the responder or the machine ran out.
+
+Run alone against a running system (``bench/tax_season.py`` calls :func:`climb`)::
+
+    python bench/ladder.py --truth-dir T --url http://127.0.0.1:8080 --run-dir RUN --rates 5000,7500,10000
+
+Output: ``RUN/ladder.json`` (the rungs, their verdicts and figures, the sustained rate) and
+each rung's fastgen files in ``RUN/ladder/<rate>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the project's packages from this tree
+    sys.path.insert(0, str(ROOT))
+
+from bench.report import (  # noqa: E402 - after the path set-up above
+    ERROR_RATE_GOAL,
+    FASTGEN_FAILURES,
+    P99_GOAL_MS,
+    ladder_sustained,
+    load_fastgen,
+    second_windows,
+)
+
+__all__ = ["DEFAULT_RATES", "climb", "judge_rung"]
+
+#: Rungs (checks/s): the eID bound (x50), then up to 3x it, past the 100x goal.
+DEFAULT_RATES = (5000.0, 7500.0, 10000.0, 12500.0, 15000.0)
+LADDER_FILE = "ladder.json"
+
+
+def judge_rung(rung_dir: Path, rate: float) -> dict[str, Any]:
+    """One rung's verdict and figures, from the fastgen files in ``rung_dir``."""
+    fastgen = load_fastgen(rung_dir)
+    rung: dict[str, Any] = {"rate": rate}
+    if fastgen is None or fastgen.totals() is None:
+        return {**rung, "verdict": "not judged", "reasons": ["fastgen left no results"]}
+    sent, counts = fastgen.totals()  # type: ignore[misc]
+    failed = sum(counts[k] for k in (*FASTGEN_FAILURES, "missing"))
+    seconds = sorted({int(r.t) for r in fastgen.seconds or []})
+    windows = second_windows(seconds[0], seconds[-1] + 1) if seconds else []
+    worst = max((q for w in windows if (q := fastgen.window_quantile(w, 0.99)) is not None), default=None)
+    p99, _ = fastgen.run_quantile("p99", 0.99)
+    wall = fastgen.figure("wall_s", "")
+    rung.update(
+        sent=sent,
+        delivered_rps=round(counts["checked"] / wall, 1) if wall else None,
+        outcomes=counts,
+        error_share=failed / sent if sent else None,
+        p99_ms=p99,
+        worst_window_p99_ms=worst,
+        send_lag_p99_ms=fastgen.figure("send_lag_ms", "p99"),
+        saturated=bool((fastgen.summary or {}).get("saturated")),
+        saturation_reason=(fastgen.summary or {}).get("saturation_reason") or "",
+    )
+    reasons = []
+    if sent == 0:
+        reasons.append("nothing was sent")
+    wrong = counts["wrong"] + counts["stale"] + counts["sig_fail"]
+    if wrong:
+        reasons.append(f"{wrong} wrong, stale or badly signed answers")
+    if sent and failed / sent >= ERROR_RATE_GOAL:
+        reasons.append(f"error share {failed / sent:.3%} (goal < {ERROR_RATE_GOAL:.1%})")
+    if worst is None or not worst < P99_GOAL_MS:
+        shown = "none measured" if worst is None else f"{worst:g} ms"
+        reasons.append(f"worst 10 s window p99 {shown} (goal < {P99_GOAL_MS:g} ms)")
+    if rung["saturated"]:
+        verdict = "not judged"
+        reasons.insert(0, f"fastgen saturated ({rung['saturation_reason']})")
+    else:
+        verdict = "missed" if reasons else "held"
+    return {**rung, "verdict": verdict, "reasons": reasons}
+
+
+def climb(
+    *,
+    truth_dir: Path,
+    url: str,
+    run_dir: Path,
+    rates: Sequence[float] = DEFAULT_RATES,
+    seconds: float = 40.0,
+    connections: int = 64,
+    cpu: Callable[[], dict[str, float]] | None = None,
+    pause_s: float = 3.0,
+) -> dict[str, Any]:
+    """Climb the rungs in increasing order; stop at the first one not held. ``cpu``: CPU
+    seconds per part so far (``tax_season.CpuSampler.sample``), read around each rung.
+    Writes and returns ``run_dir/ladder.json``."""
+    rungs: list[dict[str, Any]] = []
+    commands = []
+    for rate in sorted(rates):
+        rung_dir = run_dir / "ladder" / f"{rate:g}"
+        rung_dir.mkdir(parents=True, exist_ok=True)
+        args = ["bench/fastgen.py", "--truth-dir", str(truth_dir), "--url", url, "--run-dir", str(rung_dir),
+                "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--connections", str(connections),
+                "--seed", str(int(rate))]  # fmt: skip
+        # As recorded (ladder.json may be committed): no path of this machine.
+        commands.append(
+            "python " + shlex.join(args).replace(str(truth_dir), "TRUTH_DIR").replace(str(run_dir), "RUN_DIR")
+        )
+        print(f"$ python {shlex.join(args)}", flush=True)
+        with open(rung_dir / "fastgen.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            before = cpu() if cpu else {}
+            started = time.monotonic()
+            try:
+                code = proc.wait(timeout=seconds + 600)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+            wall = time.monotonic() - started
+            after = cpu() if cpu else {}
+        rung = judge_rung(rung_dir, rate)
+        if code != 0:
+            rung.update(
+                verdict="not judged", reasons=[f"fastgen exited with {code} (see its fastgen.log)", *rung["reasons"]]
+            )
+        # Cores per part over the rung (fastgen's request draw included: it is single-threaded
+        # and idle-waits for nothing else, so the figure is its whole rung).
+        rung["cpu"] = {k: round((after[k] - before.get(k, after[k])) / wall, 2) for k in after} if after else {}
+        if (share := load_fastgen(rung_dir)) is not None and (fraction := share.figure("cpu_fraction", "")) is not None:
+            rung["cpu"]["fastgen"] = round(fraction, 2)  # fastgen.json's own figure: cores over its run
+        rungs.append(rung)
+        print(
+            f"ladder {rate:g}/s: {rung['verdict']}" + (f" ({'; '.join(rung['reasons'])})" if rung["reasons"] else ""),
+            flush=True,
+        )
+        if rung["verdict"] != "held":
+            break
+        time.sleep(pause_s)
+    result = {"seconds": seconds, "connections": connections, "rates": [float(r) for r in sorted(rates)],
+              "rungs": rungs, "sustained_rps": ladder_sustained({"rungs": rungs}), "commands": commands}  # fmt: skip
+    (run_dir / LADDER_FILE).write_text(json.dumps(_strict(result), indent=1, allow_nan=False))
+    return result
+
+
+def _strict(value: Any) -> Any:
+    """``value`` with infinite latencies (an unanswered request) as the string "inf": strict JSON."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python bench/ladder.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Rules and output: see the module docstring (bench/ladder.py) and bench/README.md.",
+    )
+    parser.add_argument("--truth-dir", type=Path, required=True, help="what 'certstatus bench load' wrote")
+    parser.add_argument("--url", default="http://127.0.0.1:8080", help="the public responder (default %(default)s)")
+    parser.add_argument("--run-dir", type=Path, required=True, help="where ladder.json and the rungs' files go")
+    parser.add_argument("--rates", default=",".join(f"{r:g}" for r in DEFAULT_RATES),
+                        help="the rungs, checks/s, comma-separated (default %(default)s)")  # fmt: skip
+    parser.add_argument("--seconds", type=float, default=40.0, help="each rung's length (default 40)")
+    parser.add_argument("--connections", type=int, default=64, help="fastgen's connections (default 64)")
+    opts = parser.parse_args(argv)
+    try:
+        rates = [float(r) for r in opts.rates.split(",") if r.strip()]
+    except ValueError:
+        parser.error(f"--rates: not a list of numbers: {opts.rates!r}")
+    if not rates or any(not r > 0 for r in rates) or not opts.seconds >= 10:
+        parser.error("--rates must be positive numbers and --seconds at least 10 (one latency window)")
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    result = climb(truth_dir=opts.truth_dir, url=opts.url, run_dir=opts.run_dir, rates=rates, seconds=opts.seconds,
+                   connections=opts.connections)  # fmt: skip
+    print(f"sustained: {result['sustained_rps'] or 'none'}; {opts.run_dir / LADDER_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
