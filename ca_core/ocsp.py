@@ -201,7 +201,7 @@ class OCSPQuery:
 #: it survives a collection, so such entries add nothing to later collections. A
 #: dataclass, an enum member or a NamedTuple inside keeps it tracked, and every
 #: collection of a generation holding them walks them all (measured: ~100 ms per
-#: 150,000 entries on this project's 2-core machines; bench/README.md, "GC pauses").
+#: 150,000 entries on this project's 2-core machines; bench/README.md, "Garbage-collection pauses").
 FlatQuery: TypeAlias = tuple[int, bytes, bytes, int, bytes | None]
 
 
