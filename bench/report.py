@@ -24,6 +24,7 @@ meta.json's ``started``.
 | ``fastgen-latency.csv`` | no | ``t_s,le_ms,count``: fastgen's latency histogram per second (non-empty buckets; ``le_ms`` a bucket's upper bound, or ``inf``: over 10 s, or unanswered) |
 | ``fastgen.json`` | no | fastgen's summary: ``requests``, ``outcomes`` (should sum to ``requests``; the rest count as errors), ``error_kinds``, ``latency_ms`` (exact over the run, from scheduled send time; ``Infinity`` with unanswered requests), ``latency_from_send_ms``, ``send_lag_ms``, ``cpu_fraction``, ``saturated``, ``saturation_reason``; optional ``backlog_max``, ``pool_exhausted_s`` |
 | ``ceiling.json`` | no | bench/ceiling.py: the most wrk got from the responder and from nginx in the same run, per target ``req_s`` and optionally ``good_req_s`` (2xx answers only) and ``bytes_per_response``; optional ``warnings`` (or ``{"error": …}``) |
+| ``ladder.json`` | no | bench/ladder.py: constant rates after the replay, per rung ``rate``, ``verdict`` (held / missed / not judged), ``reasons``, ``delivered_rps``, ``error_share``, ``p99_ms``, ``worst_window_p99_ms`` ("inf" when unanswered), ``cpu``; or ``{"error": …}``. It raises the headroom only when every judged step of the day held |
 
 A missing optional input is reported as "not measured"; nothing is made up for it. Without
 any fastgen file the report is Locust's alone, as before fastgen existed.
@@ -79,7 +80,9 @@ a held step that is below the lowest target of any step that did not hold: the h
 held with every lower rate of the run held too. If no judged step failed, the ceiling was not
 reached and the figure is a lower bound (the report says how many steps were not judged). The
 headroom figures are based on it, not on the ceiling (ceiling.json), which is the most the
-responder answered at full load (its ``good_req_s``, 2xx answers only, when recorded).
+responder answered at full load (its ``good_req_s``, 2xx answers only, when recorded). The
+rate ladder (ladder.json) adds a headroom line with its sustained rate only when the day
+could show no more: every judged step held, the peak included.
 """
 
 from __future__ import annotations
@@ -1595,17 +1598,7 @@ def _headroom(run: Run) -> list[str]:
     else:
         lines.append(f"Headroom: {NOT_MEASURED}.")
     lines.append("")
-    held = ladder_sustained(run.ladder)
-    if held is not None:
-        day = "" if sus.lower_bound else (
-            " The day itself did not hold at its peak, so this does not raise the headroom above; it is relying-party "
-            "load alone, without the day's admin writes and burst."
-        )  # fmt: skip
-        lines += [
-            f"Past the day's peak, the rate ladder (below) held **{fmt_rate(held)}** = {fmt_ratio(held / TAX_SEASON_PEAK_RPS)} the "
-            f"tax-season peak and {fmt_ratio(held / EID_BOUND_RPS)} the eID bound, by fastgen's rules of the day.{day}",
-            "",
-        ]
+    lines += _ladder_headroom(run)
     if run.fastgen is None:
         source = (
             "verified answers per second from checks.csv"
@@ -1938,6 +1931,31 @@ def _ceiling(run: Run) -> list[str]:
     return lines
 
 
+def _ladder_headroom(run: Run) -> list[str]:
+    """What the rate ladder adds to the headroom: it raises it only when every judged step of
+    the day held, the peak included (it is relying-party load alone)."""
+    held, sus = ladder_sustained(run.ladder), run.sustainable
+    if held is None:
+        return []
+    if sus.lower_bound and sus.rate is not None and held > sus.rate:
+        line = (
+            f"With the rate ladder (below), which held **{fmt_rate(held)}** after the replay: headroom **{fmt_ratio(held / TAX_SEASON_PEAK_RPS)}** "
+            f"the tax-season peak and **{fmt_ratio(held / EID_BOUND_RPS)}** the eID bound. Every judged step of the day held, its peak "
+            "included, so the ladder's constant rates take the figure past the day's peak; they are relying-party checks alone, "
+            "without the day's admin writes and burst."
+        )
+    elif sus.lower_bound:
+        line = f"The rate ladder (below) held {fmt_rate(held)}, no more than the day did."
+    else:
+        reason = (
+            "no step of the day could be judged"
+            if sus.rate is None and sus.below is None
+            else "not every judged step of the day held"
+        )
+        line = f"The rate ladder (below) held {fmt_rate(held)} (relying-party checks alone); it does not raise the headroom, as {reason}."
+    return [line, ""]
+
+
 def ladder_sustained(ladder: dict[str, Any] | None) -> float | None:
     """The ladder's sustained rate: the highest rung held with every lower rung held."""
     if not ladder or "error" in ladder:
@@ -1961,19 +1979,18 @@ def _ladder(run: Run) -> list[str]:
     lines = [
         f"After the replay, on the same system, fastgen alone at constant rates ({_num(ladder.get('seconds'), lambda v: f'{v:g}', '?')} s "
         f"per rung, {_num(ladder.get('connections'), fmt_int, '?')} connections, every answer checked), up to the first rung not held. "
-        f"A rung is held with nothing wrong, an error share under {fmt_pct(ERROR_RATE_GOAL)} and every {WINDOW_S:g} s window's p99 under "
-        f"{fmt_ms(P99_GOAL_MS)} (fastgen's rules of the day: latency from each request's scheduled time, the whole rung judged); it is "
-        f"not judged when fastgen's own send lag says it fell behind. Relying-party checks only: no Locust, admin writes or burst. "
-        "CPU in cores on average over the rung (fastgen's from its own figure; services = PostgreSQL and Valkey).",
+        f"A rung is held with nothing wrong, at least {RATE_TOLERANCE:.0%} of its rate delivered as verified answers, an error share "
+        f"under {fmt_pct(ERROR_RATE_GOAL)} and every {WINDOW_S:g} s window's p99 under {fmt_ms(P99_GOAL_MS)} (fastgen's rules of the "
+        "day: latency from each request's scheduled time, the whole rung judged; where fastgen fell behind its schedule a miss says "
+        "it may be the generator's). Relying-party checks only: no Locust, admin writes or burst. CPU in cores on average while "
+        "fastgen sent (fastgen's from its own figure; services = PostgreSQL and Valkey).",
         "",
         "| rate | verdict | verified/s | error share | p99 | worst 10 s p99 | fastgen send lag p99 | CPU: responder · services · fastgen · machine | why |",
         "|--:|---|--:|--:|--:|--:|--:|---|---|",
     ]
 
-    def ms(value: Any) -> str:
-        if value == "inf":
-            return INF_WINDOW
-        return _num(value, fmt_ms_fine)
+    def ms(value: Any, infinite: str = INF_EXACT) -> str:
+        return infinite if value == "inf" else _num(value, fmt_ms_fine)
 
     for r in rungs:
         cpu = r["cpu"] if isinstance(r.get("cpu"), dict) else {}
@@ -1984,7 +2001,7 @@ def _ladder(run: Run) -> list[str]:
         lines.append(
             f"| {_num(r.get('rate'), fmt_rate)} | {'**' + verdict + '**' if verdict != 'held' else verdict} | "
             f"{_num(r.get('delivered_rps'), fmt_int)} | {_num(r.get('error_share'), fmt_pct)} | {ms(r.get('p99_ms'))} | "
-            f"{ms(r.get('worst_window_p99_ms'))} | {ms(r.get('send_lag_p99_ms'))} | {cores} | "
+            f"{ms(r.get('worst_window_p99_ms'), INF_WINDOW)} | {ms(r.get('send_lag_p99_ms'))} | {cores} | "
             f"{_cell('; '.join(str(x) for x in r.get('reasons') or [])) or '–'} |"
         )
     if not rungs:
@@ -1998,8 +2015,18 @@ def _ladder(run: Run) -> list[str]:
         else "- Sustained by the ladder: no rung held",
     ]
     top = max((float(r.get("rate", 0)) for r in rungs), default=0.0)
+    last = rungs[-1] if rungs else None
     if rungs and all(r.get("verdict") == "held" for r in rungs) and top >= max(ladder.get("rates") or [top]):
         lines.append("- Every rung held: the ladder's top is a lower bound, not the limit.")
+    elif last is not None and last.get("verdict") != "held":
+        why = "; ".join(str(x) for x in last.get("reasons") or []) or "no reason recorded"
+        lines.append(
+            f"- The climb stopped at {_num(last.get('rate'), fmt_rate)}: {_cell(last.get('verdict', '?'))} ({_cell(why)})."
+        )
+    if ladder.get("stopped"):
+        lines.append(
+            f"- **The climb was stopped before it ended: {_cell(ladder['stopped'])}** (the rungs above are those it finished)."
+        )
     commands = ladder.get("commands") or []
     if commands:
         lines += ["", "```sh", *[str(c) for c in commands], "```"]
@@ -2055,7 +2082,7 @@ def render_summary(run: Run, plots: dict[str, str | None], copied: Sequence[str]
     ]
     lines += ["", *_headroom(run), ""]
     if run.ladder is not None:
-        lines += ["## Rate ladder (past the day's peak)", "", *_ladder(run), ""]
+        lines += ["## Rate ladder (constant rates after the replay)", "", *_ladder(run), ""]
     if run.ceiling is not None:
         lines += ["## Ceiling (wrk, at full load)", "", *_ceiling(run), ""]
     lines += ["## Generators", "", *_generators(run), ""]

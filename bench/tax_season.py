@@ -244,19 +244,29 @@ def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int)
 
 
 def rate_ladder(system: System, run_dir: Path, truth_dir: Path, work: Path, port: int, rates: Sequence[float],
-                opts: argparse.Namespace, sampler: CpuSampler) -> None:  # fmt: skip
-    """The rate ladder past the day's peak (bench/ladder.py) on the system just replayed; its
-    error, if any, goes to ladder.json instead of losing the day's results."""
+                opts: argparse.Namespace, sampler: CpuSampler) -> bool:  # fmt: skip
+    """The rate ladder (bench/ladder.py) on the system just replayed. Whatever stops it, the
+    day's results are kept and so are the rungs it finished (ladder.json gets ``stopped``,
+    or ``error`` when no rung finished). False when interrupted (Ctrl-C): skip the rest."""
     try:
         result = climb(truth_dir=truth_dir, url=f"http://127.0.0.1:{port}", run_dir=run_dir, rates=rates,
                        seconds=opts.ladder_seconds, connections=opts.fastgen_connections, cpu=sampler.sample)  # fmt: skip
         system.commands += [c + "  # the rate ladder" for c in result["commands"]]
-    except Exception as e:  # noqa: BLE001 - the day's results must survive whatever the ladder does
-        text = f"{type(e).__name__}: {e}"
-        for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, ".")):  # no machine path in a report
-            text = text.replace(str(path), name)
-        (run_dir / "ladder.json").write_text(json.dumps({"error": text}))
+        return True
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the day's results must survive the ladder
+        text = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+        for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, "."), (Path(sys.executable), "python")):
+            text = text.replace(str(path), name)  # no machine path in a report
+        path = run_dir / "ladder.json"
+        with contextlib.suppress(OSError, ValueError):
+            finished = json.loads(path.read_text())
+            if finished.get("rungs"):
+                path.write_text(json.dumps({**finished, "stopped": text}, indent=1))
+                print(f"rate ladder stopped: {text}", flush=True)
+                return not isinstance(e, KeyboardInterrupt)
+        path.write_text(json.dumps({"error": text}))
         print(f"rate ladder not measured: {text}", flush=True)
+        return not isinstance(e, KeyboardInterrupt)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], log: Path, pattern: str, name: str, timeout: float = 900) -> None:
@@ -340,14 +350,15 @@ def slowlog_note(slowlog: dict[str, Any]) -> list[str]:
 _GC_PAUSE = re.compile(rb"garbage collection paused this process: generation (\d), ([\d.]+) ms")
 
 
-def responder_gc_pauses(log: Path, start: int) -> dict[str, Any]:
+def responder_gc_pauses(log: Path, start: int, end: int | None = None) -> dict[str, Any]:
     """The responder workers' long garbage collections (responder.gcwatch's warnings) in
-    ``log`` from byte ``start`` on: how many per generation, the longest, and the total."""
+    ``log`` from byte ``start`` to ``end`` (the end of the file): how many per generation,
+    the longest, and the total."""
     from responder.gcwatch import WARN_AFTER
 
     with open(log, "rb") as f:
         f.seek(start)
-        found = [(int(m[1]), float(m[2])) for m in _GC_PAUSE.finditer(f.read())]
+        found = [(int(m[1]), float(m[2])) for m in _GC_PAUSE.finditer(f.read(None if end is None else end - start))]
     return {
         "over_ms": round(WARN_AFTER * 1000),
         "count": len(found),
@@ -357,13 +368,13 @@ def responder_gc_pauses(log: Path, start: int) -> dict[str, Any]:
     }
 
 
-def gc_note(pauses: dict[str, Any]) -> list[str]:
-    """One line for the report: the responder's garbage-collection pauses during the replay."""
+def gc_note(pauses: dict[str, Any], during: str = "the replay") -> list[str]:
+    """One line for the report: the responder's garbage-collection pauses during ``during``."""
     if "count" not in pauses:
         return []
     by = ", ".join(f"gen {g}: {n}" for g, n in pauses["by_generation"].items() if n)
     detail = f" ({by}), the longest {pauses['longest_ms']:.0f} ms, {pauses['total_ms']:,.0f} ms in all" if by else ""
-    return [f"Responder garbage collections over {pauses['over_ms']} ms during the replay (responder.gcwatch "
+    return [f"Responder garbage collections over {pauses['over_ms']} ms during {during} (responder.gcwatch "
             f"warnings in logs/responder.log): {pauses['count']}{detail}"]  # fmt: skip
 
 
@@ -488,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sampler = CpuSampler(run_dir / "cpu.csv")
         slowlog: dict[str, Any] = {}
         gc_pauses: dict[str, Any] = {}
+        ladder_gc: dict[str, Any] = {}
         try:
             system.start("services", ["services"], r"Ctrl-C stops them")
             snapshots_off(work / "data")
@@ -543,7 +555,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             sampler.done.set()
             sampler.join()
             slowlog = valkey_slowlog(work / "data")
-            gc_pauses = responder_gc_pauses(logs / "responder.log", gc_from)
             (run_dir / "valkey-slowlog.json").write_text(json.dumps(slowlog, indent=1))
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
             if fastgen is not None:
@@ -558,9 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fastgen_code = fastgen.wait()
                 fastgen_log.close()
                 print(f"fastgen exited with {fastgen_code}: {(logs / 'fastgen.log').read_text()[-400:].strip()}")
+            gc_to = (logs / "responder.log").stat().st_size  # the replay's part of the log ends with fastgen
+            gc_pauses = responder_gc_pauses(logs / "responder.log", gc_from, gc_to)
+            go_on = True
             if not opts.no_ladder:
-                rate_ladder(system, run_dir, truth_dir, work, public_port, ladder_rates, opts, sampler)
-            if not opts.no_ceiling:
+                go_on = rate_ladder(system, run_dir, truth_dir, work, public_port, ladder_rates, opts, sampler)
+                ladder_gc = responder_gc_pauses(logs / "responder.log", gc_to)
+            if not opts.no_ceiling and go_on:
                 ceiling(run_dir, public_port, truth_dir, work, opts.workers)
         finally:
             if fastgen is not None and fastgen.poll() is None:  # the run failed before fastgen finished
@@ -589,8 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                           + shlex.join(list(argv if argv is not None else sys.argv[1:])), *system.commands]],
                 delta_interval_s=5, responder_workers=opts.workers,
                 notes=["Valkey RDB snapshots were switched off for the run (CONFIG SET save \"\")."]
-                      + cpu_note(cpu_s) + slowlog_note(slowlog) + gc_note(gc_pauses),
-                cpu_s=cpu_s, responder_gc_pauses=gc_pauses,
+                      + cpu_note(cpu_s) + slowlog_note(slowlog) + gc_note(gc_pauses)
+                      + gc_note(ladder_gc, "the rate ladder"),
+                cpu_s=cpu_s, responder_gc_pauses=gc_pauses, ladder_gc_pauses=ladder_gc,
                 commit=code_commit(), certs=opts.certs, locust_processes=opts.locust_processes,
                 saturated=saturation(run_dir, 100.0 * opts.scale))  # fmt: skip
     meta["generators"] = [{"name": "locust", "processes": opts.locust_processes, "share": opts.locust_share,

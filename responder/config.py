@@ -24,7 +24,7 @@ from ca_core.keystore import Passphrase
 from ca_core.model import KeyType
 from ca_core.profiles import PublicURLs
 
-__all__ = ["Config", "SETTINGS"]
+__all__ = ["LOG_FORMAT", "Config", "SETTINGS"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -409,8 +409,9 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     raise ConfigurationError(f"{label}: unsupported setting type {target!r}")  # pragma: no cover
 
 
+#: Every process's log line (bench/tax_season.py reads the responder's GC warnings in it).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def configure_logging(cfg: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=getattr(logging, cfg.log_level), format=LOG_FORMAT)

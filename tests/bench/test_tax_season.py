@@ -149,11 +149,12 @@ def test_responder_gc_pauses_are_read_from_the_replay_part_of_the_log(tmp_path: 
     import logging
 
     from bench.tax_season import gc_note, responder_gc_pauses
+    from responder.config import LOG_FORMAT
     from responder.gcwatch import GCWatch
 
     log = tmp_path / "responder.log"
     handler = logging.FileHandler(log)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))  # configure_logging's
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))  # configure_logging's
     logger = logging.getLogger("responder.gcwatch")
     logger.addHandler(handler)
     now = [0.0]
@@ -182,4 +183,6 @@ def test_responder_gc_pauses_are_read_from_the_replay_part_of_the_log(tmp_path: 
         "logs/responder.log): 3 (gen 1: 2, gen 2: 1), the longest 106 ms, 158 ms in all"
     ]
     assert responder_gc_pauses(log, log.stat().st_size)["count"] == 0
+    assert responder_gc_pauses(log, 0, start)["longest_ms"] == 250.0  # [start, end): only the one before
     assert gc_note({}) == []
+    assert gc_note(pauses, "the rate ladder")[0].startswith("Responder garbage collections over 20 ms during the rate ladder")

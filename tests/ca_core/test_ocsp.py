@@ -32,6 +32,8 @@ from ca_core.keystore import PrivateKey, generate_private_key
 from ca_core.model import KeyType
 from ca_core.ocsp import (
     EXTENDED_REVOKE_TIME,
+    HASH_ALGORITHMS,
+    UNKNOWN_ALGORITHM,
     UNSUCCESSFUL,
     HashAlgorithm,
     OCSPQuery,
@@ -161,6 +163,11 @@ def test_parses_what_cryptography_builds(
         # The exact extnValue contents (the DER OCTET STRING around the nonce), to echo unchanged.
         ext = reference.extensions.get_extension_for_class(x509.OCSPNonce)
         assert query.nonce == T(0x04, nonce) == ext.value.public_bytes()
+    # The flat form servers keep (an exact tuple the garbage collector stops tracking).
+    flat = query.flat
+    assert type(flat) is tuple and all(type(v) in (int, bytes, type(None)) for v in flat)
+    index = UNKNOWN_ALGORITHM if expected is None else HASH_ALGORITHMS.index(expected)
+    assert flat == (index, reference.issuer_name_hash, reference.issuer_key_hash, serial, query.nonce)
 
 
 def test_accepts_bytearray_and_memoryview() -> None:

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import email.utils
 import gc
+import hashlib
 import logging
 import random
 import re
@@ -31,7 +32,7 @@ from ca_core.clock import FakeClock
 from ca_core.keystore import KeyVault
 from ca_core.lifecycle import CertificateAuthority
 from ca_core.model import CertRecord
-from ca_core.ocsp import UNSUCCESSFUL, ResponseStatus
+from ca_core.ocsp import UNSUCCESSFUL, ResponseStatus, _subject_public_key_bits
 
 from .ocsp_harness import Responder, now_clock, start_responder
 
@@ -642,6 +643,21 @@ async def test_unauthorized_sha256_and_ignored_nonce_answers(responder: Responde
             assert reply.status == 200 and reply.body == UNAUTHORIZED
             assert reply.headers["cache-control"] == "no-store" and "etag" not in reply.headers
             assert reply.ocsp().response_status is cocsp.OCSPResponseStatus.UNAUTHORIZED
+
+        # A CertID hashed with an algorithm we do not answer (SHA-384; its hashes are the real
+        # ones): unauthorized, parsed the first time and from the request memo after.
+        issuer = responder.issuer_certs["moica"]
+        der384 = (
+            cocsp.OCSPRequestBuilder()
+            .add_certificate_by_hash(hashlib.sha384(issuer.subject.public_bytes()).digest(),
+                                     hashlib.sha384(_subject_public_key_bits(issuer)).digest(),
+                                     record.serial, hashes.SHA384())
+            .build()
+            .public_bytes(serialization.Encoding.DER)
+        )  # fmt: skip
+        for request in (GET(ocsp_path(der384)), POST(der384), GET(ocsp_path(der384))):
+            reply = await conn.request(request)
+            assert reply.status == 200 and reply.body == UNAUTHORIZED, reply.body[:50]
 
         # A SHA-256 CertID is answered with a SHA-256 CertID: signed live once, then cached.
         der256 = responder.request(record, algorithm=hashes.SHA256())

@@ -63,3 +63,18 @@ def test_installed_it_times_real_collections_and_uninstalls_cleanly(caplog: pyte
     full = [r.getMessage() for r in caplog.records if "generation 2," in r.getMessage()]
     assert full, [r.getMessage() for r in caplog.records]
     assert int(full[-1].split(", ")[-1].split()[0]) >= 1000  # our cycles, and whatever else was garbage
+
+
+def test_tune_gc_freezes_start_up_and_installs_a_watch() -> None:
+    from responder.public import tune_gc
+
+    thresholds = gc.get_threshold()
+    watch = tune_gc()
+    try:
+        assert isinstance(watch, GCWatch) and watch in gc.callbacks
+        assert gc.get_threshold() == (10_000, 20, 20)
+        assert gc.get_freeze_count() > 0
+    finally:
+        watch.uninstall()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
