@@ -518,8 +518,9 @@ def write_outputs(run_dir: Path, schedule: Schedule, rec: Recorder, info: dict[s
 
 
 def _masked(arg: str, opts: argparse.Namespace) -> str:
-    for path, name in ((opts.run_dir, "RUN_DIR"), (opts.truth_dir, "TRUTH_DIR")):
-        arg = arg.replace(str(path), name)
+    for path, name in ((opts.run_dir, "RUN_DIR"), (opts.truth_dir, "TRUTH_DIR"), (opts.checker_memo, "MEMO")):
+        if path is not None:
+            arg = arg.replace(str(path), name)
     return arg
 
 
@@ -562,6 +563,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="instead of the day: a constant rate (requests/s)")
     parser.add_argument("--seconds", type=float, default=30.0, help="with --rate: for this long (default 30)")
     parser.add_argument("--seed", type=int, help="random seed of the request draw")
+    parser.add_argument("--checker-memo", type=Path,
+                        help="start with the answers this file says were verified right (each answer's exact bytes "
+                             "and the status it was checked against), and write it back at the end: successive runs "
+                             "against one system (the rate ladder's rungs) then verify each distinct answer once, "
+                             "not once per run")  # fmt: skip
     opts = parser.parse_args(argv)
     if (opts.scale is None) == (opts.rate is None):
         parser.error("give either --scale (follow the day with Locust) or --rate (alone)")
@@ -588,6 +594,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         schedule = Schedule(rates)
     truth = Truth.open(opts.truth_dir)
     checker = AnswerChecker(truth.issuers, memo=1_000_000)
+    if opts.checker_memo is not None:
+        try:
+            loaded = checker.load_memo(opts.checker_memo)
+        except ValueError as e:
+            print(f"fastgen: --checker-memo: {e}", file=sys.stderr)
+            return 2
+        print(f"fastgen: {loaded:,} verified answers taken over from {opts.checker_memo.name}", flush=True)
     requests = Requests(truth, urllib.parse.urlsplit(opts.url).netloc, opts.seed)
     requests.prepare(sum(schedule.counts))
     # Millions of long-lived objects (the prepared requests, the checker's memo): without this a
@@ -608,6 +621,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # the run is over: let the files be written whole
         signal.signal(sig, signal.SIG_IGN)
     result = write_outputs(opts.run_dir, schedule, rec, info, opts, argv)
+    if opts.checker_memo is not None:
+        checker.save_memo(opts.checker_memo)
     lat = result["latency_ms"]
     print(f"fastgen: sent {result['requests']:,}; " + ", ".join(f"{k} {v:,}" for k, v in result["outcomes"].items())
           + (f"; latency p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms" if lat.get("n") else "")

@@ -110,14 +110,15 @@ def judge_rung(rung_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
     return {**rung, "verdict": "missed" if reasons else "held", "reasons": reasons}
 
 
-def _recorded(args: Sequence[str], truth_dir: Path, run_dir: Path) -> str:
-    """A command line as recorded in ladder.json (which may be committed): no path of this machine."""
+def _recorded(args: Sequence[str], names: dict[Path | None, str]) -> str:
+    """A command line as recorded in ladder.json (which may be committed): each argument that
+    is one of ``names``' paths, or under one, shown with the name instead."""
     shown = []
     for arg in args:
-        if arg == str(truth_dir):
-            arg = "TRUTH_DIR"
-        elif arg == str(run_dir) or arg.startswith(str(run_dir) + "/"):
-            arg = "RUN_DIR" + arg[len(str(run_dir)) :]
+        for path, name in names.items():
+            if path is not None and (arg == str(path) or arg.startswith(str(path) + "/")):
+                arg = name + arg[len(str(path)) :]
+                break
         shown.append(arg)
     return "python " + shlex.join(shown)
 
@@ -140,12 +141,16 @@ def climb(
     seconds: float = 40.0,
     connections: int = 64,
     cpu: Callable[[], dict[str, float]] | None = None,
+    checker_memo: Path | None = None,
     pause_s: float = 3.0,
 ) -> dict[str, Any]:
     """Climb the rungs in increasing order; stop at the first one not held. ``cpu``: CPU
     seconds per part so far (``tax_season.CpuSampler.sample``), read around each rung's
     sending (after fastgen has drawn its requests). ``run_dir/ladder.json`` is rewritten
-    after every rung, so an interrupted climb keeps the rungs it finished."""
+    after every rung, so an interrupted climb keeps the rungs it finished. ``checker_memo``:
+    fastgen's ``--checker-memo``, so that each rung starts with the answers already verified
+    (by the replay, by the rungs below) instead of verifying them all again in its first
+    seconds, which made a fresh generator fall behind."""
     result: dict[str, Any] = {"seconds": seconds, "connections": connections,
                               "rates": [float(r) for r in sorted(rates)], "rungs": [], "sustained_rps": None,
                               "commands": []}  # fmt: skip
@@ -157,7 +162,9 @@ def climb(
         args = ["bench/fastgen.py", "--truth-dir", str(truth_dir), "--url", url, "--run-dir", str(rung_dir),
                 "--rate", f"{rate:g}", "--seconds", f"{seconds:g}", "--connections", str(connections),
                 "--seed", str(int(rate))]  # fmt: skip
-        result["commands"].append(_recorded(args, truth_dir, run_dir))
+        if checker_memo is not None:
+            args += ["--checker-memo", str(checker_memo)]
+        result["commands"].append(_recorded(args, {truth_dir: "TRUTH_DIR", run_dir: "RUN_DIR", checker_memo: "MEMO"}))
         print(f"$ python {shlex.join(args)}", flush=True)
         log_path = rung_dir / "fastgen.log"
         with open(log_path, "wb") as log:

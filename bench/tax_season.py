@@ -49,6 +49,8 @@ if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_cor
 from bench.ladder import DEFAULT_RATES, climb  # noqa: E402 - after the path set-up above
 
 PASSPHRASE = "tax season bench passphrase"
+#: fastgen's verified answers, handed from the replay to each rung of the ladder (in the work dir).
+CHECKER_MEMO = "checker-memo.bin"
 
 
 def _certstatus() -> list[str]:
@@ -250,7 +252,8 @@ def rate_ladder(system: System, run_dir: Path, truth_dir: Path, work: Path, port
     or ``error`` when no rung finished). False when interrupted (Ctrl-C): skip the rest."""
     try:
         result = climb(truth_dir=truth_dir, url=f"http://127.0.0.1:{port}", run_dir=run_dir, rates=rates,
-                       seconds=opts.ladder_seconds, connections=opts.fastgen_connections, cpu=sampler.sample)  # fmt: skip
+                       seconds=opts.ladder_seconds, connections=opts.fastgen_connections, cpu=sampler.sample,
+                       checker_memo=work / CHECKER_MEMO)  # fmt: skip
         system.commands += [c + "  # the rate ladder" for c in result["commands"]]
         return True
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the day's results must survive the ladder
@@ -347,24 +350,29 @@ def slowlog_note(slowlog: dict[str, Any]) -> list[str]:
 
 
 #: What responder.gcwatch logs for a collection over 20 ms.
-_GC_PAUSE = re.compile(rb"garbage collection paused this process: generation (\d), ([\d.]+) ms")
+_GC_PAUSE = re.compile(
+    rb"garbage collection paused this process: generation (\d), ([\d.]+) ms(?: \(([\d.]+) ms of CPU\))?"
+)
 
 
 def responder_gc_pauses(log: Path, start: int, end: int | None = None) -> dict[str, Any]:
     """The responder workers' long garbage collections (responder.gcwatch's warnings) in
     ``log`` from byte ``start`` to ``end`` (the end of the file): how many per generation,
-    the longest, and the total."""
+    the longest, and the total wall and CPU time (less CPU than wall: the worker also
+    waited for a core)."""
     from responder.gcwatch import WARN_AFTER
 
     with open(log, "rb") as f:
         f.seek(start)
-        found = [(int(m[1]), float(m[2])) for m in _GC_PAUSE.finditer(f.read(None if end is None else end - start))]
+        text = f.read(None if end is None else end - start)
+    found = [(int(m[1]), float(m[2]), float(m[3] or 0)) for m in _GC_PAUSE.finditer(text)]
     return {
         "over_ms": round(WARN_AFTER * 1000),
         "count": len(found),
-        "by_generation": {g: sum(1 for x, _ in found if x == g) for g in (0, 1, 2)},
-        "longest_ms": max((ms for _, ms in found), default=0.0),
-        "total_ms": round(sum(ms for _, ms in found), 1),
+        "by_generation": {g: sum(1 for x, _, _ in found if x == g) for g in (0, 1, 2)},
+        "longest_ms": max((ms for _, ms, _ in found), default=0.0),
+        "total_ms": round(sum(ms for _, ms, _ in found), 1),
+        "total_cpu_ms": round(sum(cpu for _, _, cpu in found), 1),
     }
 
 
@@ -373,7 +381,12 @@ def gc_note(pauses: dict[str, Any], during: str = "the replay") -> list[str]:
     if "count" not in pauses:
         return []
     by = ", ".join(f"gen {g}: {n}" for g, n in pauses["by_generation"].items() if n)
-    detail = f" ({by}), the longest {pauses['longest_ms']:.0f} ms, {pauses['total_ms']:,.0f} ms in all" if by else ""
+    detail = (
+        f" ({by}), the longest {pauses['longest_ms']:.0f} ms, {pauses['total_ms']:,.0f} ms in all "
+        f"({pauses.get('total_cpu_ms', 0):,.0f} ms of it on the CPU)"
+        if by
+        else ""
+    )
     return [f"Responder garbage collections over {pauses['over_ms']} ms during {during} (responder.gcwatch "
             f"warnings in logs/responder.log): {pauses['count']}{detail}"]  # fmt: skip
 
@@ -529,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"http://127.0.0.1:{public_port}", "--run-dir", str(run_dir), "--scale", str(opts.scale),
                                 "--minutes", str(opts.minutes), "--share", str(opts.locust_share),
                                 "--per-user-rps", str(opts.per_user_rps),
-                                "--connections", str(opts.fastgen_connections)]  # fmt: skip
+                                "--connections", str(opts.fastgen_connections),
+                                "--checker-memo", str(work / CHECKER_MEMO)]  # fmt: skip
                 system.commands.append("python " + shlex.join(fastgen_args) + " &")
                 print(f"$ python {shlex.join(fastgen_args)} &", flush=True)
                 fastgen_log = open(logs / "fastgen.log", "wb")  # noqa: SIM115 - closed below

@@ -287,6 +287,48 @@ class AnswerChecker:
             return f"stale: nextUpdate {next_update.isoformat() if next_update else 'absent'} has passed"
         return None
 
+    #: A memo file record: the memo key (43 bytes), thisUpdate and nextUpdate (seconds since
+    #: the epoch, big-endian; nextUpdate 0 when absent).
+    _MEMO_RECORD: Final = struct.Struct(">43sqq")
+
+    def save_memo(self, path: Path) -> int:
+        """Write the answers verified right to ``path`` (replaced atomically), for a later
+        checker of the same truth to :meth:`load_memo`; return how many. Only verdicts of
+        "right" are kept: anything else is verified again. Freshness is never memoised."""
+        tmp = path.with_name(path.name + ".tmp")
+        count = 0
+        with open(tmp, "wb") as f:
+            for key, (problem, this_update, next_update) in self._memo.items():
+                if problem is None and len(key) == 43:
+                    nu = int(next_update.timestamp()) if next_update is not None else 0
+                    f.write(self._MEMO_RECORD.pack(key, int(this_update.timestamp()), nu))
+                    count += 1
+        os.replace(tmp, path)
+        return count
+
+    def load_memo(self, path: Path) -> int:
+        """Take over what :meth:`save_memo` wrote (by this process or an earlier one, for the
+        same truth: a record names the exact answer bytes and the status it was checked
+        against); return how many records were loaded. A missing file loads nothing."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        size = self._MEMO_RECORD.size
+        if len(data) % size:
+            raise ValueError(f"{path.name}: not a checker memo ({len(data)} bytes)")
+        count = 0
+        for key, this_update, next_update in self._MEMO_RECORD.iter_unpack(data):
+            if len(self._memo) >= self._memo_limit:
+                break
+            self._memo[key] = (
+                None,
+                dt.datetime.fromtimestamp(this_update, dt.UTC),
+                dt.datetime.fromtimestamp(next_update, dt.UTC) if next_update else None,
+            )
+            count += 1
+        return count
+
     def _verify(
         self, der: bytes, expected: Entry, algorithm: HashAlgorithm | None
     ) -> tuple[str | None, dt.datetime, dt.datetime | None]:

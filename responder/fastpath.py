@@ -41,7 +41,7 @@ from ca_core.errors import MalformedRequest
 from ca_core.ocsp import UNSUCCESSFUL, FlatQuery, ResponseStatus, parse_request
 
 from .crl_stream import BadLastEventID, RawSubscriber, StreamHub, parse_last_event_id
-from .ocsp_source import Answer, OCSPSource, keep_newest
+from .ocsp_source import Answer, OCSPSource, put_bounded
 
 __all__ = ["FastPath", "PublicProtocol", "decode_get_path"]
 
@@ -125,8 +125,8 @@ class FastPath:
         # Request bytes (GET path or POST body) -> parsed query: popular certificates are
         # asked about with the very same bytes again and again. Flat queries, so that the
         # garbage collector stops tracking the entries (ca_core.ocsp.FlatQuery).
-        self.get_memo: dict[bytes, FlatQuery] = {}
-        self.post_memo: dict[bytes, FlatQuery] = {}
+        self.get_memo: collections.OrderedDict[bytes, FlatQuery] = collections.OrderedDict()
+        self.post_memo: collections.OrderedDict[bytes, FlatQuery] = collections.OrderedDict()
         self._watchdog: asyncio.TimerHandle | None = None
         self.stats = collections.Counter[str]()
         #: The CRL push stream's subscribers, once the worker has one.
@@ -153,13 +153,7 @@ class FastPath:
         q = memo.get(raw)
         if q is None:
             q = parse_request(decode_get_path(raw) if from_get else raw).flat
-            if len(memo) >= _MEMO_ENTRIES:
-                memo = keep_newest(memo, _MEMO_ENTRIES * 7 // 8)
-                if from_get:
-                    self.get_memo = memo
-                else:
-                    self.post_memo = memo
-            memo[raw] = q
+            put_bounded(memo, raw, q, _MEMO_ENTRIES)
         return q
 
     def parts(

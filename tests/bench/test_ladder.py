@@ -88,7 +88,7 @@ def test_infinite_latencies_are_strict_json_and_commands_name_no_machine_path(tm
     }
     truth, run = Path("truth"), Path("run")  # short relative paths must not mangle the flags
     args = ["bench/fastgen.py", "--truth-dir", "truth", "--run-dir", "run/ladder/5000", "--rate", "5000"]
-    assert _recorded(args, truth, run) == (
+    assert _recorded(args, {truth: "TRUTH_DIR", run: "RUN_DIR", None: "unused"}) == (
         "python bench/fastgen.py --truth-dir TRUTH_DIR --run-dir RUN_DIR/ladder/5000 --rate 5000"
     )
 

@@ -158,7 +158,7 @@ def test_responder_gc_pauses_are_read_from_the_replay_part_of_the_log(tmp_path: 
     logger = logging.getLogger("responder.gcwatch")
     logger.addHandler(handler)
     now = [0.0]
-    watch = GCWatch(clock=lambda: now[0])
+    watch = GCWatch(clock=lambda: now[0], cpu_clock=lambda: now[0] / 2)  # half of each pause on the CPU
 
     def collection(generation: int, ms: float) -> None:
         watch("start", {"generation": generation, "collected": 0, "uncollectable": 0})
@@ -180,7 +180,7 @@ def test_responder_gc_pauses_are_read_from_the_replay_part_of_the_log(tmp_path: 
     assert pauses["longest_ms"] == 106.5 and pauses["total_ms"] == pytest.approx(157.9)
     assert gc_note(pauses) == [
         "Responder garbage collections over 20 ms during the replay (responder.gcwatch warnings in "
-        "logs/responder.log): 3 (gen 1: 2, gen 2: 1), the longest 106 ms, 158 ms in all"
+        "logs/responder.log): 3 (gen 1: 2, gen 2: 1), the longest 106 ms, 158 ms in all (79 ms of it on the CPU)"
     ]
     assert responder_gc_pauses(log, log.stat().st_size)["count"] == 0
     assert responder_gc_pauses(log, 0, start)["longest_ms"] == 250.0  # [start, end): only the one before

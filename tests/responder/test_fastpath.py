@@ -710,6 +710,16 @@ async def test_memos_and_cache_hold_nothing_the_garbage_collector_tracks(respond
     tracked = [(type(k).__name__, type(v).__name__) for k, v in held if gc.is_tracked(k) or gc.is_tracked(v)]
     assert tracked == [], f"{len(tracked)} of {len(held)} entries still tracked, e.g. {tracked[:3]}"
 
+    # New entries after that collection must not bring the containers back into the young
+    # generations (where every young collection would walk all their entries).
+    extra = await responder.issue()
+    async with connect(responder) as conn:
+        for request in (GET(ocsp_path(responder.request(extra))), POST(responder.request(extra, nonce=b"\x09" * 16))):
+            assert_good(await conn.request(request), extra)
+    assert len(source._cache) == 2 * len(records) + 1 and len(fp.get_memo) == len(requests) // 2 + 1
+    young = {id(o) for generation in (0, 1) for o in gc.get_objects(generation=generation)}
+    assert not {id(source._cache), id(fp.get_memo), id(fp.post_memo)} & young
+
 
 @pytest.fixture
 async def extended_revoked_responder(

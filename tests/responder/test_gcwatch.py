@@ -21,20 +21,21 @@ class Ticks:
 
 
 def test_a_long_collection_is_counted_and_logged_a_short_one_only_counted(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Ticks()
-    watch = GCWatch(warn_after=0.02, clock=clock)
+    clock, cpu = Ticks(), Ticks()
+    watch = GCWatch(warn_after=0.02, clock=clock, cpu_clock=cpu)
     with caplog.at_level(logging.WARNING, logger="responder.gcwatch"):
         watch("start", {"generation": 0, "collected": 0, "uncollectable": 0})
         clock.now += 0.001
         watch("stop", {"generation": 0, "collected": 12, "uncollectable": 0})
         watch("start", {"generation": 1, "collected": 0, "uncollectable": 0})
         clock.now += 0.1065
+        cpu.now += 0.0312  # the rest of the time it waited for a core
         watch("stop", {"generation": 1, "collected": 0, "uncollectable": 0})
     assert watch.collections[:2] == [1, 1]
     assert watch.seconds[0] == pytest.approx(0.001) and watch.longest[1] == pytest.approx(0.1065)
     assert watch.slow == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "garbage collection paused this process: generation 1, 106.5 ms, 0 objects collected"
+        "garbage collection paused this process: generation 1, 106.5 ms (31.2 ms of CPU), 0 objects collected"
     ]
 
 

@@ -100,6 +100,22 @@ async def test_right_answers_pass_and_wrong_ones_are_named(
     assert flipped > 100
     assert "unparseable" in (checker.check(b"\x30\x03\x0a\x01\x00", e_good, now) or "")
 
+    # Handed to a later checker (fastgen's --checker-memo): right verdicts only; what it takes
+    # over is used as is (no entry added: nothing verified again), freshness still checked.
+    memo = tmp_path / "memo.bin"
+    assert checker.save_memo(memo) == 4  # ranks 0-3; the wrong, damaged and forged verdicts are not kept
+    later = AnswerChecker(truth.issuers)
+    assert later.load_memo(memo) == 4
+    for rank in range(4):
+        assert later.check(answers[rank], truth.entry(rank), now) is None
+    assert len(later._memo) == 4
+    assert "stale" in (later.check(answers[0], e_good, now + dt.timedelta(days=30)) or "")
+    assert "wrong status" in (later.check(answers[0], dataclasses.replace(e_good, status=Status.REVOKED), now) or "")
+    assert AnswerChecker(truth.issuers).load_memo(tmp_path / "absent.bin") == 0
+    memo.write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="not a checker memo"):
+        later.load_memo(memo)
+
 
 def test_bad_truth_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="bench load"):
