@@ -117,8 +117,10 @@ class CpuSampler(threading.Thread):
         self.roots: dict[str, int] = {}
         self.out = out
         self.done = threading.Event()
-        self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        # CPU seconds per part, summed second by second: a part whose process tree is gone by
+        # the last sample (Locust exits before the sampler stops) keeps what it spent.
+        self.spent: dict[str, float] = {}
         self.wall = (0.0, 0.0)
 
     @staticmethod
@@ -158,13 +160,13 @@ class CpuSampler(threading.Thread):
             writer: Any = None
             start = prev_t = time.monotonic()
             prev = self.sample()
-            self.first = dict(prev)
             while not self.done.wait(1.0):
                 now_t, now = time.monotonic(), self.sample()
                 for name in now:  # a part registered since: its time so far is not this second's
                     prev.setdefault(name, now[name])
-                    self.first.setdefault(name, now[name])
                 span = max(1e-6, now_t - prev_t)
+                for k in now:
+                    self.spent[k] = self.spent.get(k, 0.0) + max(0.0, now[k] - prev[k])
                 used = {k: max(0.0, now[k] - prev[k]) / span for k in now}
                 used["other"] = max(0.0, used["machine"] - sum(v for k, v in used.items() if k != "machine"))
                 if writer is None:
@@ -177,7 +179,7 @@ class CpuSampler(threading.Thread):
 
     def totals(self) -> dict[str, float]:
         """Core-seconds of each part over the sampled time, and the wall time it covers."""
-        spent = {k: round(self.last.get(k, 0.0) - self.first.get(k, 0.0), 1) for k in self.last}
+        spent = {k: round(v, 1) for k, v in self.spent.items()}
         spent["other"] = round(spent.get("machine", 0.0) - sum(v for k, v in spent.items() if k != "machine"), 1)
         spent["wall_s"] = round(self.wall[1] - self.wall[0], 1)
         return spent

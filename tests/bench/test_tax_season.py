@@ -100,6 +100,7 @@ def test_fastgen_carries_the_rest_and_is_checked_too(tmp_path: Path) -> None:
     # Where the cores went: every part of the run sampled, and some CPU seen for the busy ones.
     assert {"services", "responder", "signer", "admin", "locust", "fastgen", "machine"} <= set(meta["cpu_s"])
     assert meta["cpu_s"]["responder"] > 0 and meta["cpu_s"]["fastgen"] > 0 and meta["cpu_s"]["wall_s"] > 5
+    assert meta["cpu_s"]["locust"] > 0  # counted although Locust has exited by the last sample
     with open(run_dir / "cpu.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) >= 5
     slowlog = json.loads((run_dir / "valkey-slowlog.json").read_text())
