@@ -33,7 +33,7 @@ from .crl_source import CRLSource
 from .crl_stream import StreamHub
 from .fastpath import FastPath, PublicProtocol
 from .fastredis import FastRedis
-from .gcwatch import GCWatch
+from .gcwatch import GCWatch, collect_young_every
 from .ocsp_source import OCSPSource, UnknownSerialPolicy
 from .runtime import Endpoints, Storage, open_storage, vault
 
@@ -159,11 +159,14 @@ def tune_gc() -> GCWatch:
     frozen out of the collector's view, and young generations are collected less often.
     What the worker accumulates while serving (request memos, cached answers) is made of
     exact tuples of bytes and ints, which the collector stops tracking
-    (``ca_core.ocsp.FlatQuery``), so collections stay short; the returned watch logs any
-    that is not (:mod:`responder.gcwatch`)."""
+    (``ca_core.ocsp.FlatQuery``), so collections stay short; generation 0 is also collected
+    on a timer, since evictions keep its count from growing (:func:`collect_young_every`);
+    the returned watch logs any long collection (:mod:`responder.gcwatch`). Call it on the
+    serving event loop."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
+    collect_young_every()
     return GCWatch().install()
 
 
