@@ -57,11 +57,22 @@ from bench.report import (  # noqa: E402 - after the path set-up above
     second_windows,
 )
 
-__all__ = ["DEFAULT_RATES", "climb", "judge_rung"]
+__all__ = ["DEFAULT_RATES", "climb", "judge_rung", "parse_rungs"]
 
 #: Rungs (checks/s): the eID bound (x50), then up to 3x it, past the 100x goal.
 DEFAULT_RATES = (5000.0, 7500.0, 10000.0, 12500.0, 15000.0)
 LADDER_FILE = "ladder.json"
+
+
+def parse_rungs(text: str, seconds: float) -> list[float]:
+    """The rungs of ``--rates``/``--ladder`` ("5000,7500"); ValueError with the reason."""
+    try:
+        rates = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise ValueError(f"not a list of numbers: {text!r}") from None
+    if not rates or any(not r > 0 for r in rates) or not seconds >= 10:
+        raise ValueError("the rates must be positive numbers and a rung at least 10 s long (one latency window)")
+    return rates
 
 
 def judge_rung(rung_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
@@ -91,6 +102,8 @@ def judge_rung(rung_dir: Path, rate: float, seconds: float) -> dict[str, Any]:
         worst_window_p99_ms=worst,
         send_lag_p99_ms=fastgen.figure("send_lag_ms", "p99"),
         generator_behind="; ".join(behind),
+        # fastgen.json's own figure: cores while it sent (climb adds the other parts').
+        cpu={"fastgen": round(cores, 2)} if (cores := fastgen.figure("cpu_fraction", "")) is not None else {},
     )
     reasons = []
     wrong = counts["wrong"] + counts["stale"] + counts["sig_fail"]
@@ -186,9 +199,8 @@ def climb(
             why = "did not finish in time" if code is None else f"exited with {code}"
             rung.update(verdict="not judged", reasons=[f"fastgen {why} (see its fastgen.log)", *rung["reasons"]])
         # Cores per part while fastgen sent (its request draw left out, as in its own figure).
-        rung["cpu"] = {k: round((after[k] - before.get(k, after[k])) / wall, 2) for k in after} if after else {}
-        if (share := load_fastgen(rung_dir)) is not None and (fraction := share.figure("cpu_fraction", "")) is not None:
-            rung["cpu"]["fastgen"] = round(fraction, 2)  # fastgen.json's own figure: cores while it sent
+        sampled = {k: round((after[k] - before.get(k, after[k])) / wall, 2) for k in after}
+        rung["cpu"] = {**sampled, **rung.get("cpu", {})}
         result["rungs"].append(rung)
         result["sustained_rps"] = ladder_sustained(result)
         (run_dir / LADDER_FILE).write_text(json.dumps(_strict(result), indent=1, allow_nan=False))
@@ -227,11 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64, help="fastgen's connections (default 64)")
     opts = parser.parse_args(argv)
     try:
-        rates = [float(r) for r in opts.rates.split(",") if r.strip()]
-    except ValueError:
-        parser.error(f"--rates: not a list of numbers: {opts.rates!r}")
-    if not rates or any(not r > 0 for r in rates) or not opts.seconds >= 10:
-        parser.error("--rates must be positive numbers and --seconds at least 10 (one latency window)")
+        rates = parse_rungs(opts.rates, opts.seconds)
+    except ValueError as e:
+        parser.error(f"--rates/--seconds: {e}")
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     result = climb(truth_dir=opts.truth_dir, url=opts.url, run_dir=opts.run_dir, rates=rates, seconds=opts.seconds,
                    connections=opts.connections)  # fmt: skip

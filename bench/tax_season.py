@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_core, bench) from this tree
     sys.path.insert(0, str(ROOT))
 
-from bench.ladder import DEFAULT_RATES, climb  # noqa: E402 - after the path set-up above
+from bench.ladder import DEFAULT_RATES, climb, parse_rungs  # noqa: E402 - after the path set-up above
 
 PASSPHRASE = "tax season bench passphrase"
 #: fastgen's verified answers, handed from the replay to each rung of the ladder (in the work dir).
@@ -228,6 +228,13 @@ def saturation(run_dir: Path, peak_target: float) -> dict[str, Any]:
     return {"locust": best < 0.9 * peak_target, "best_ocsp_rps": round(best, 1), "peak_target_rps": peak_target}
 
 
+def _without_paths(text: str, work: Path, run_dir: Path) -> str:
+    """An error's text for a report that may be committed: no path of this machine."""
+    for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, "."), (Path(sys.executable), "python")):
+        text = text.replace(str(path), name)
+    return text
+
+
 def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int) -> None:
     """The responder's max throughput with wrk, next to nginx serving the same bytes, on the
     system just replayed (bench/ceiling.py); "not measured" with the reason if it cannot run."""
@@ -240,9 +247,7 @@ def ceiling(run_dir: Path, port: int, truth_dir: Path, work: Path, workers: int)
         targets = {t["name"]: t["req_s"] for t in result["targets"]}
         print(f"ceiling: {targets}", flush=True)
     except Exception as e:  # noqa: BLE001 - the day's results must survive whatever the ceiling does
-        text = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
-        for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, ".")):  # no machine path in a report
-            text = text.replace(str(path), name)
+        text = _without_paths(f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e), work, run_dir)
         (run_dir / "ceiling.json").write_text(json.dumps({"error": text}))
         print(f"ceiling not measured: {text}", flush=True)
 
@@ -260,8 +265,7 @@ def rate_ladder(system: System, run_dir: Path, truth_dir: Path, work: Path, port
         return True
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - the day's results must survive the ladder
         text = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
-        for path, name in ((work, "WORK_DIR"), (run_dir, "RUN_DIR"), (ROOT, "."), (Path(sys.executable), "python")):
-            text = text.replace(str(path), name)  # no machine path in a report
+        text = _without_paths(text, work, run_dir)
         path = run_dir / "ladder.json"
         with contextlib.suppress(OSError, ValueError):
             finished = json.loads(path.read_text())
@@ -487,12 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="self-test of the checks: mark the most popular certificate revoked in the ground truth, "
                              "so every answer about it must be counted wrong")  # fmt: skip
     opts = parser.parse_args(argv)
-    try:
-        ladder_rates = [float(r) for r in opts.ladder.split(",") if r.strip()]
-    except ValueError:
-        parser.error(f"--ladder: not a list of numbers: {opts.ladder!r}")
-    if not opts.no_ladder and (not ladder_rates or min(ladder_rates) <= 0 or opts.ladder_seconds < 10):
-        parser.error("--ladder needs positive rates and --ladder-seconds at least 10 (one latency window)")
+    ladder_rates: list[float] = []
+    if not opts.no_ladder:
+        try:
+            ladder_rates = parse_rungs(opts.ladder, opts.ladder_seconds)
+        except ValueError as e:
+            parser.error(f"--ladder/--ladder-seconds: {e}")
     stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
     run_dir = Path(opts.run_dir) if opts.run_dir else ROOT / "bench" / "results" / "runs" / f"{stamp}-x{opts.scale:g}"
     run_dir.mkdir(parents=True, exist_ok=True)
