@@ -12,6 +12,11 @@ This generator carries the relying-party load Locust does not, at a fraction of 
 - **Every answer checked** with the same :class:`ca_core.groundtruth.AnswerChecker` as
   Locust: status and reason against the truth, serial, freshness, responder certificate and
   signature. Identical pre-signed bytes are verified once (a dictionary lookup afterwards).
+  An answer whose bytes were not verified before is kept and verified *after* the last
+  request, not while the responder is measured (``--verify-inline`` does it on arrival):
+  signature verification was a third of the generator's CPU, taken from the 2 cores the
+  responder needs, as wrk builds its requests before the clock starts. Its freshness is
+  judged at the moment it arrived, and every outcome still counts in the second it was due.
 - **Open loop**: request *k* is due at its scheduled time whatever happened to the ones
   before it; when every connection is busy it waits for one, and its latency counts from its
   scheduled time, so a stalled responder shows as latency and cannot slow the generator
@@ -74,6 +79,7 @@ if str(ROOT) not in sys.path:  # run as a script: the project's packages from th
 
 from bench.dayshape import split  # noqa: E402
 from ca_core.groundtruth import (  # noqa: E402
+    DEFERRED,
     OUTCOMES,
     AnswerChecker,
     Entry,
@@ -91,6 +97,10 @@ LAG_WINDOW_S = 10
 DRAIN_S = 5.0
 #: At most this many distinct problems are listed in fastgen.json (all are counted).
 PROBLEM_KINDS = 20
+#: Printed when the last request has been answered (or given up on): what follows is the
+#: checking of answers kept for after the run, which the callers leave out of the CPU they
+#: sample and allow time for (bench/ladder.py, bench/tax_season.py).
+SCHEDULE_DONE = "the schedule is done"
 
 
 def bucket_bounds() -> list[float]:
@@ -212,11 +222,19 @@ class Recorder:
 
     def outcome(self, job: Job, kind: str, detail: str | None, answered_at: float | None) -> None:
         """Record how ``job`` ended; ``answered_at`` None: it was never answered."""
-        self.outcomes[(job.second, kind)] += 1
+        self.count(job.second, kind, detail)
+        self.answered(job, answered_at)
+
+    def count(self, second: int, kind: str, detail: str | None) -> None:
+        """Count one outcome in the second its request was due."""
+        self.outcomes[(second, kind)] += 1
         if kind == "errors" and detail is not None:
             self.kinds[detail] += 1
         elif detail is not None and (detail in self.problems or len(self.problems) < PROBLEM_KINDS):
             self.problems[detail] = self.problems.get(detail, 0) + 1
+
+    def answered(self, job: Job, answered_at: float | None) -> None:
+        """Record ``job``'s latency; its outcome is counted now or, deferred, later."""
         self.second.append(job.second)
         if answered_at is None:
             self.latency.append(math.inf)
@@ -226,9 +244,42 @@ class Recorder:
             self.from_send.append(answered_at - job.sent)
 
 
+class Deferred:
+    """Answers kept for checking after the run: those whose bytes the checker had not verified
+    when they arrived. Identical bytes are kept once."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, Entry | None, HashAlgorithm | None, bytes, dt.datetime]] = []
+        self._bodies: dict[bytes, bytes] = {}
+
+    def keep(self, job: Job, body: bytes, at: dt.datetime) -> None:
+        body = self._bodies.setdefault(body, body)
+        self.answers.append((job.second, job.expected, job.algorithm, body, at))
+
+    def settle(self, checker: AnswerChecker, rec: Recorder, progress: bool = True) -> dict[str, Any]:
+        """Check every kept answer (each distinct one verified once), count its outcome in
+        the second its request was due, and say how many there were and how long it took."""
+        started = time.monotonic()
+        count, step = len(self.answers), max(1, len(self.answers) // 20)
+        for i, (second, expected, algorithm, body, at) in enumerate(self.answers):
+            kind, detail = classify_answer(checker, 200, body, expected, at, algorithm=algorithm)
+            rec.count(second, kind, detail)
+            if progress and (i + 1) % step == 0:
+                print(f"\rfastgen: checking answers first seen in the run {i + 1:>12,}/{count:,}", end="",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        if progress and count:
+            print(file=sys.stderr)
+        result = {"answers": count, "distinct": len(self._bodies), "seconds": round(time.monotonic() - started, 1)}
+        self.answers, self._bodies = [], {}
+        return result
+
+
 async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Requests, checker: AnswerChecker,
-                   started_wall: float | None) -> tuple[Recorder, dict[str, Any]]:  # fmt: skip
-    """Send the schedule; every answer checked and recorded. Times are seconds since t0."""
+                   deferred: Deferred) -> tuple[Recorder, dict[str, Any]]:  # fmt: skip
+    """Send the schedule; every answer checked (or kept in ``deferred`` to be checked after)
+    and recorded. Times are seconds since t0: with ``--rate``, from when the connections are
+    up; following the day, from Locust's start, waited for once the connections are up (so
+    that connecting does not make the first requests late)."""
     loop = asyncio.get_running_loop()
     clock = time.monotonic
     url = urllib.parse.urlsplit(opts.url)
@@ -240,6 +291,7 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
     state = {"outstanding": 0, "running": True, "stop": False}
     every: list[Conn] = []  # every connection made, reconnections too
     reconnecting: set[asyncio.Task[None]] = set()  # held: a task nobody references may be collected
+    inline = opts.verify_inline
     t0 = 0.0
 
     class Conn(asyncio.Protocol):
@@ -303,9 +355,14 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
                 self.transport.close()
                 return
             state["outstanding"] -= 1
-            kind, detail = classify_answer(checker, self.status, body, job.expected, dt.datetime.now(dt.UTC),
-                                           malformed=job.malformed, algorithm=job.algorithm)  # fmt: skip
-            rec.outcome(job, kind, detail, now)
+            at = dt.datetime.now(dt.UTC)
+            kind, detail = classify_answer(checker, self.status, body, job.expected, at, malformed=job.malformed,
+                                           algorithm=job.algorithm, verify=inline)  # fmt: skip
+            if kind is DEFERRED:
+                deferred.keep(job, body, at)
+                rec.answered(job, now)
+            else:
+                rec.outcome(job, kind, detail, now)
             if self.close_after:  # the server closes it: the next request goes on a new connection
                 self.transport.close()
             elif self.buf:  # more came before the next request was written: no answer to it, out of step
@@ -365,6 +422,7 @@ async def generate(opts: argparse.Namespace, schedule: Schedule, requests: Reque
         loop.add_signal_handler(sig, stop)
     idle.extend([await connect() for _ in range(opts.connections)])
     # Locust's start in this clock; alone, now.
+    started_wall = None if opts.rate is not None else await wait_for_locust(opts.run_dir, opts.wait)
     t0 = clock() if started_wall is None else clock() - (time.time() - started_wall)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     c0 = clock()
@@ -441,11 +499,11 @@ def write_outputs(run_dir: Path, schedule: Schedule, rec: Recorder, info: dict[s
     """fastgen.csv, fastgen-latency.csv, checks-fastgen.csv and fastgen.json; the summary."""
     seconds = len(schedule.counts)
     per_second: list[list[float]] = [[] for _ in range(seconds)]
-    for s, lat in zip(rec.second, rec.latency, strict=True):
-        per_second[s].append(lat * 1000.0)
+    for s, one in zip(rec.second, rec.latency, strict=True):
+        per_second[s].append(one * 1000.0)
     lag_by_second: list[list[float]] = [[] for _ in range(seconds)]
-    for s, lag in zip(rec.lag_second, rec.lag, strict=True):
-        lag_by_second[s].append(lag * 1000.0)
+    for s, one_lag in zip(rec.lag_second, rec.lag, strict=True):
+        lag_by_second[s].append(one_lag * 1000.0)
     lag_p99: list[float | None] = []
     with open(run_dir / "fastgen.csv", "w", newline="") as f, \
             open(run_dir / "fastgen-latency.csv", "w", newline="") as h, \
@@ -457,11 +515,12 @@ def write_outputs(run_dir: Path, schedule: Schedule, rec: Recorder, info: dict[s
         for s in range(seconds):
             lats = sorted(per_second[s])
             lags = sorted(lag_by_second[s])
-            lag_p99.append(percentile(lags, 0.99) if lags else None)
+            second_lag = percentile(lags, 0.99) if lags else None
+            lag_p99.append(second_lag)
             outcome = [rec.outcomes[(s, k)] for k in OUTCOMES]
             w.writerow([s, f"{schedule.rates[s]:.1f}", rec.sent[s], *outcome,
                         *(_ms(percentile(lats, q)) if lats else "" for q in (0.5, 0.99)),
-                        _ms(lats[-1]) if lats else "", _ms(lag_p99[-1]) if lags else ""])  # fmt: skip
+                        _ms(lats[-1]) if lats else "", "" if second_lag is None else _ms(second_lag)])  # fmt: skip
             if rec.sent[s] or any(outcome):
                 wc.writerow([s, *outcome[:4]])
             buckets: collections.Counter[int] = collections.Counter(bisect.bisect_left(BOUNDS, x) for x in lats)
@@ -524,15 +583,16 @@ def _masked(arg: str, opts: argparse.Namespace) -> str:
     return arg
 
 
-def wait_for_locust(run_dir: Path, timeout: float) -> float:
-    """The wall time at which Locust's test started (its meta-locust.json)."""
+async def wait_for_locust(run_dir: Path, timeout: float) -> float:
+    """The wall time at which Locust's test started (its meta-locust.json). Looked for every
+    2 ms: the requests due before it is seen start late, and that lag is the generator's."""
     path = run_dir / "meta-locust.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
             started = json.loads(path.read_text())["started"]
             return dt.datetime.fromisoformat(started).timestamp()
-        time.sleep(0.1)
+        await asyncio.sleep(0.002)
     raise SystemExit(f"fastgen: Locust did not start within {timeout:g} s (no {path.name} in the run directory)")
 
 
@@ -563,6 +623,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="instead of the day: a constant rate (requests/s)")
     parser.add_argument("--seconds", type=float, default=30.0, help="with --rate: for this long (default 30)")
     parser.add_argument("--seed", type=int, help="random seed of the request draw")
+    parser.add_argument("--verify-inline", action="store_true",
+                        help="verify each answer not seen before as it arrives, during the run (default: after the "
+                             "last request, so that verification does not take CPU from the system under test)")  # fmt: skip
     parser.add_argument("--checker-memo", type=Path,
                         help="start with the answers this file says were verified right (each answer's exact bytes "
                              "and the status it was checked against), and write it back at the end: successive runs "
@@ -586,7 +649,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     if opts.rate is not None:
         schedule = Schedule([opts.rate] * max(1, round(opts.seconds)))
-        started = None
     else:
         n = max(1, int(opts.minutes * 60))  # as shape.csv has it
         rates = [split(t, scale=opts.scale, minutes=opts.minutes, share=opts.share, per_user_rps=opts.per_user_rps)[1]
@@ -611,15 +673,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # bench/tax_season.py starts Locust when it sees this line.
     print(f"fastgen: {sum(schedule.counts):,} requests planned over {len(schedule.counts)} s, "
           f"{opts.connections} connections to {opts.url}", flush=True)  # fmt: skip
-    if opts.rate is None:
-        started = wait_for_locust(opts.run_dir, opts.wait)
+    deferred = Deferred()
     try:
-        rec, info = uvloop.run(generate(opts, schedule, requests, checker, started))
+        rec, info = uvloop.run(generate(opts, schedule, requests, checker, deferred))
     except OSError as e:  # nothing listening, or refused: say so rather than a traceback
         print(f"fastgen: cannot connect to {opts.url}: {e.strerror or e}", file=sys.stderr)
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):  # the run is over: let the files be written whole
         signal.signal(sig, signal.SIG_IGN)
+    print(f"fastgen: {SCHEDULE_DONE}; checking the {len(deferred.answers):,} answers first seen in it", flush=True)
+    info["checked_after_the_run"] = deferred.settle(checker, rec)
     result = write_outputs(opts.run_dir, schedule, rec, info, opts, argv)
     if opts.checker_memo is not None:
         checker.save_memo(opts.checker_memo)

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the project's packages from this tree
     sys.path.insert(0, str(ROOT))
 
+from bench.fastgen import SCHEDULE_DONE  # noqa: E402 - after the path set-up above
 from bench.report import (  # noqa: E402 - after the path set-up above
     ERROR_RATE_GOAL,
     FASTGEN_FAILURES,
@@ -58,6 +59,10 @@ from bench.report import (  # noqa: E402 - after the path set-up above
 )
 
 __all__ = ["DEFAULT_RATES", "climb", "judge_rung", "parse_rungs"]
+
+#: How long fastgen may take, after a rung's last request, to check the answers it kept for
+#: after the run (each distinct one verified once: thousands per second).
+CHECKING_S = 1800.0
 
 #: Rungs (checks/s): the eID bound (x50), then up to 3x it, past the 100x goal.
 DEFAULT_RATES = (5000.0, 7500.0, 10000.0, 12500.0, 15000.0)
@@ -185,20 +190,23 @@ def climb(
             try:
                 _wait_for(proc, log_path, b"requests planned", timeout=600)
                 before, started = (cpu() if cpu else {}), time.monotonic()
-                code = proc.wait(timeout=seconds + 600)
+                _wait_for(proc, log_path, SCHEDULE_DONE.encode(), timeout=seconds + 120)
+                wall = time.monotonic() - started
+                after = cpu() if cpu else {}
+                # Then it checks the answers it kept for after the run: allowed time, not sampled.
+                code = proc.wait(timeout=CHECKING_S)
             except subprocess.TimeoutExpired:
                 code = None
             finally:
                 if proc.poll() is None:  # timed out, or interrupted (Ctrl-C) while it ran
                     proc.kill()
                     proc.wait()
-            wall = time.monotonic() - started
-            after = cpu() if cpu else {}
         rung = judge_rung(rung_dir, rate, seconds)
         if code != 0:
             why = "did not finish in time" if code is None else f"exited with {code}"
             rung.update(verdict="not judged", reasons=[f"fastgen {why} (see its fastgen.log)", *rung["reasons"]])
-        # Cores per part while fastgen sent (its request draw left out, as in its own figure).
+        # Cores per part while fastgen sent (its request draw and its checking after the run
+        # left out, as in its own figure).
         sampled = {k: round((after[k] - before.get(k, after[k])) / wall, 2) for k in after}
         rung["cpu"] = {**sampled, **rung.get("cpu", {})}
         result["rungs"].append(rung)

@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_core, bench) from this tree
     sys.path.insert(0, str(ROOT))
 
-from bench.ladder import DEFAULT_RATES, climb, parse_rungs  # noqa: E402 - after the path set-up above
+from bench.fastgen import SCHEDULE_DONE  # noqa: E402 - after the path set-up above
+from bench.ladder import CHECKING_S, DEFAULT_RATES, climb, parse_rungs  # noqa: E402
 
 PASSPHRASE = "tax season bench passphrase"
 #: fastgen's verified answers, handed from the replay to each rung of the ladder (in the work dir).
@@ -288,6 +289,25 @@ def wait_ready(proc: subprocess.Popen[bytes], log: Path, pattern: str, name: str
             return
         time.sleep(0.2)
     raise RuntimeError(f"{name} was not ready in {timeout:g} s")
+
+
+def finish_fastgen(proc: subprocess.Popen[bytes], log: Path, *, grace: float = 60.0) -> int:
+    """fastgen's exit status once the day is over: ``grace`` seconds for its schedule to end
+    (SIGTERM after that: it stops sending and drains), then as long as the checking of the
+    answers it kept for after the run takes, up to ladder.CHECKING_S."""
+    deadline = time.monotonic() + grace
+    while proc.poll() is None and time.monotonic() < deadline:
+        if SCHEDULE_DONE.encode() in log.read_bytes():
+            break
+        time.sleep(0.2)
+    else:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=CHECKING_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def cpu_note(spent: dict[str, float]) -> list[str]:
@@ -578,15 +598,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (run_dir / "valkey-slowlog.json").write_text(json.dumps(slowlog, indent=1))
             print(f"locust exited with {code} (1 means some requests failed: see the report)", flush=True)
             if fastgen is not None:
-                try:
-                    fastgen_code = fastgen.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    fastgen.send_signal(signal.SIGTERM)
-                    try:
-                        fastgen_code = fastgen.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        fastgen.kill()
-                        fastgen_code = fastgen.wait()
+                fastgen_code = finish_fastgen(fastgen, logs / "fastgen.log")
                 fastgen_log.close()
                 print(f"fastgen exited with {fastgen_code}: {(logs / 'fastgen.log').read_text()[-400:].strip()}")
             gc_to = (logs / "responder.log").stat().st_size  # the replay's part of the log ends with fastgen

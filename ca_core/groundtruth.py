@@ -45,6 +45,7 @@ from ca_core.ocsp import HashAlgorithm, der_integer, issuer_hashes, tlv
 
 __all__ = [
     "BIN_NAME",
+    "DEFERRED",
     "JSON_NAME",
     "OUTCOMES",
     "AnswerChecker",
@@ -197,6 +198,9 @@ _SERVER_FAILURES: Final = {2: "internalError", 3: "tryLater"}
 #: What one OCSP request can end as: a right answer (or the right refusal) verified, a
 #: wrong answer by kind, or an error of the responder or the network.
 OUTCOMES: Final = ("checked", "wrong", "stale", "sig_fail", "errors")
+#: Not an outcome: :func:`classify_answer` with ``verify=False`` met bytes its checker has
+#: not verified yet. The caller keeps the answer and classifies it again, verifying, later.
+DEFERRED: Final = "deferred"
 
 
 def classify_answer(
@@ -208,6 +212,7 @@ def classify_answer(
     *,
     malformed: bool = False,
     algorithm: HashAlgorithm | None = None,
+    verify: bool = True,
 ) -> tuple[str, str | None]:
     """The outcome (one of :data:`OUTCOMES`) of one answer, and the problem found or the
     error's kind. The generators share it, so that they count alike:
@@ -218,6 +223,10 @@ def classify_answer(
       never ``wrong``;
     - everything else goes to :meth:`AnswerChecker.check`; a checker that raises on a damaged
       answer makes it ``wrong``, with the exception as the problem.
+
+    With ``verify=False`` an answer whose exact bytes the checker has not verified yet is not
+    verified now: the outcome is :data:`DEFERRED` and the caller must classify it again later
+    (with the same arguments and ``verify=True``). Everything else is judged as usual.
     """
     if malformed:
         if http_status == 400 or (http_status == 200 and body == _MALFORMED_ANSWER):
@@ -230,11 +239,13 @@ def classify_answer(
     if len(body) == 5 and body[:4] == b"\x30\x03\x0a\x01" and body[4] in _SERVER_FAILURES:
         return "errors", _SERVER_FAILURES[body[4]]
     try:
-        problem = checker.check(body, expected, now, algorithm)
+        problem = checker.check(body, expected, now, algorithm, verify=verify)
     except Exception as e:  # noqa: BLE001 - whatever the answer does to the checker, it is not right
         return "wrong", f"the checker failed on the answer: {type(e).__name__}: {e}"
     if problem is None:
         return "checked", None
+    if problem is DEFERRED:
+        return DEFERRED, None
     if problem.startswith("stale"):
         return "stale", problem
     return ("sig_fail" if "signature" in problem else "wrong"), problem
@@ -253,12 +264,20 @@ class AnswerChecker:
         self._responders: dict[bytes, bool] = {}
 
     def check(
-        self, der: bytes, expected: Entry | None, now: dt.datetime, algorithm: HashAlgorithm | None = None
+        self,
+        der: bytes,
+        expected: Entry | None,
+        now: dt.datetime,
+        algorithm: HashAlgorithm | None = None,
+        *,
+        verify: bool = True,
     ) -> str | None:
         """``None`` if the answer is right, else what is wrong. ``expected`` None means a
         never-issued serial or unknown issuer: the answer must be ``unauthorized``. With the
         request's CertID ``algorithm``, the answer's CertID must match the request's exactly
-        (hash algorithm, issuer name and key hashes), as a client matches it (RFC 6960 4.1.1)."""
+        (hash algorithm, issuer name and key hashes), as a client matches it (RFC 6960 4.1.1).
+        ``verify=False``: bytes not verified before (for this status and algorithm) are not
+        verified now, and the result is :data:`DEFERRED` (the very object: compare with ``is``)."""
         if expected is None:
             try:
                 status = ocsp.load_der_ocsp_response(der).response_status
@@ -274,6 +293,8 @@ class AnswerChecker:
         )
         cached = self._memo.get(key)
         if cached is None:
+            if not verify:
+                return DEFERRED
             cached = self._verify(der, expected, algorithm)
             if len(self._memo) >= self._memo_limit:
                 self._memo.clear()

@@ -84,11 +84,12 @@ class PKI:
         for algorithm in (hashes.SHA1(), hashes.SHA256()):
             builder = ocsp.OCSPRequestBuilder().add_certificate(self.responder, self.ca, algorithm).build()
             self.hashes[algorithm.name] = (builder.issuer_name_hash, builder.issuer_key_hash)
-        self._signed: dict[tuple[int, str], bytes] = {}
+        self._signed: dict[tuple[int, str, Status], bytes] = {}
         self._lock = threading.Lock()
 
-    def answer(self, der: bytes) -> tuple[bytes, bytes, str]:
-        """(HTTP status, body, what it was) for an OCSP request's DER."""
+    def answer(self, der: bytes, *, lie: bool = False) -> tuple[bytes, bytes, str]:
+        """(HTTP status, body, what it was) for an OCSP request's DER. ``lie``: a revoked
+        certificate is said to be good, in a validly signed answer."""
         try:
             request = ocsp.load_der_ocsp_request(der)
             serial, algorithm = request.serial_number, request.hash_algorithm
@@ -99,7 +100,13 @@ class PKI:
         if serial not in self.truth or self.hashes.get(algorithm.name) != cert_id:
             return b"200 OK", unauthorized.public_bytes(serialization.Encoding.DER), "unauthorized"
         status, reason = self.truth[serial]
-        key = (serial, algorithm.name)
+        if lie and status is Status.REVOKED:
+            return b"200 OK", self._signed_answer(serial, algorithm, cert_id, Status.GOOD, None), "revoked"
+        return b"200 OK", self._signed_answer(serial, algorithm, cert_id, status, reason), status.name.lower()
+
+    def _signed_answer(self, serial: int, algorithm: hashes.HashAlgorithm, cert_id: tuple[bytes, bytes],
+                       status: Status, reason: int | None) -> bytes:  # fmt: skip
+        key = (serial, algorithm.name, status)
         with self._lock:
             body = self._signed.get(key)
         if body is None:
@@ -117,7 +124,7 @@ class PKI:
             body = response.public_bytes(serialization.Encoding.DER)
             with self._lock:
                 self._signed[key] = body
-        return b"200 OK", body, status.name.lower()
+        return body
 
 
 class Responder:
@@ -137,7 +144,8 @@ class Responder:
     - ``twice``: every answer written twice in one write (an answer nobody asked for), after
       a pause of 10 ms;
     - ``stall``: requests read, never answered;
-    - ``drop``: every ``every``-th request read is not answered: the connection is closed.
+    - ``drop``: every ``every``-th request read is not answered: the connection is closed;
+    - ``lie``: as ``normal``, but a revoked certificate is answered good, validly signed.
     """
 
     def __init__(self, pki: PKI, mode: str, every: int = 7) -> None:
@@ -216,7 +224,7 @@ class Responder:
                 der = base64.b64decode(urllib.parse.unquote_to_bytes(target.removeprefix(b"/ocsp/")), validate=True)
             except ValueError:
                 der = b""
-        status, answer, what = self.pki.answer(der)
+        status, answer, what = self.pki.answer(der, lie=self.mode == "lie")
         with self.lock:
             self.seen[what] = self.seen.get(what, 0) + 1
         close = status.startswith(b"400") or self.mode in ("close", "400body")
@@ -323,16 +331,19 @@ def responder(request: pytest.FixtureRequest, pki: PKI) -> Iterator[Responder]:
 
 
 def run_fastgen(pki: PKI, server: Responder, run_dir: Path, *, rate: int = 200, seconds: int = 2,
-                connections: int = 4) -> dict[str, Any]:  # fmt: skip
+                connections: int = 4, inline: bool = False) -> dict[str, Any]:  # fmt: skip
     """fastgen in this process, as its main() runs it; its files checked for consistency."""
     argv = ["--truth-dir", str(pki.truth_dir), "--run-dir", str(run_dir), "--url", server.url, "--rate", str(rate),
-            "--seconds", str(seconds), "--connections", str(connections), "--seed", "7"]  # fmt: skip
+            "--seconds", str(seconds), "--connections", str(connections), "--seed", "7",
+            *(["--verify-inline"] if inline else [])]  # fmt: skip
     opts = fastgen.parse_args(argv)
     run_dir.mkdir()
     schedule = fastgen.Schedule([float(rate)] * seconds)
     truth = Truth.open(pki.truth_dir)
     requests = MoreRefusals(truth, f"127.0.0.1:{server.port}", 7)
-    rec, info = uvloop.run(fastgen.generate(opts, schedule, requests, AnswerChecker(truth.issuers), None))
+    checker, deferred = AnswerChecker(truth.issuers), fastgen.Deferred()
+    rec, info = uvloop.run(fastgen.generate(opts, schedule, requests, checker, deferred))
+    info["checked_after_the_run"] = deferred.settle(checker, rec, progress=False)
     result = fastgen.write_outputs(run_dir, schedule, rec, info, opts, argv)
     check_files(run_dir, result)
     return result
@@ -377,6 +388,26 @@ def test_every_answer_of_a_right_responder_is_checked(pki: PKI, responder: Respo
     assert malformed - 1 <= result["events"].get("reconnected", 0) <= malformed and responder.after_close == 0
     assert 4 + result["events"].get("reconnected", 0) <= responder.connections <= 4 + malformed
     assert math.isfinite(result["latency_ms"]["max"]) and not result["saturated"]
+
+
+@pytest.mark.parametrize("responder", ["lie"], indirect=True)
+@pytest.mark.parametrize("inline", [False, True], ids=["checked-after-the-run", "checked-inline"])
+def test_a_validly_signed_wrong_status_is_wrong_however_checked(
+    pki: PKI, responder: Responder, tmp_path: Path, inline: bool
+) -> None:
+    result = run_fastgen(pki, responder, tmp_path / "run", inline=inline)
+    revoked = responder.seen["revoked"]
+    assert revoked > 0 and result["outcomes"]["wrong"] == revoked, result
+    assert result["outcomes"]["checked"] == 400 - revoked and result["error_kinds"] == {}
+    assert any("wrong status" in problem for problem in result["problems"]), result["problems"]
+    # Deferred: answers first seen in the run (each distinct one kept once) were verified
+    # after it; inline, none were left for after. Either way the wrong ones count in their
+    # own seconds (check_files: each second's outcomes add up to what it sent).
+    after = result["checked_after_the_run"]
+    if inline:
+        assert after["answers"] == after["distinct"] == 0
+    else:
+        assert 0 < after["distinct"] < after["answers"] <= 400, after
 
 
 @pytest.mark.parametrize("responder", ["split"], indirect=True)

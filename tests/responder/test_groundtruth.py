@@ -16,7 +16,16 @@ import redis.asyncio as aioredis
 from cryptography.x509 import ocsp
 
 from ca_core.clock import FakeClock
-from ca_core.groundtruth import AnswerChecker, Entry, Status, Truth, TruthWriter, zipf_rank
+from ca_core.groundtruth import (
+    DEFERRED,
+    AnswerChecker,
+    Entry,
+    Status,
+    Truth,
+    TruthWriter,
+    classify_answer,
+    zipf_rank,
+)
 from ca_core.keystore import KeyVault
 from ca_core.lifecycle import CertificateAuthority
 from ca_core.storage import postgres as db
@@ -115,6 +124,27 @@ async def test_right_answers_pass_and_wrong_ones_are_named(
     memo.write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="not a checker memo"):
         later.load_memo(memo)
+
+    # verify=False (fastgen's default during a run): bytes not verified before are deferred,
+    # not passed; everything that needs no signature is judged at once; once verified, the
+    # same bytes are judged from the memo, and a wrong status is still wrong.
+    fresh = AnswerChecker(truth.issuers)
+    assert fresh.check(answers[0], e_good, now, verify=False) is DEFERRED
+    assert classify_answer(fresh, 200, answers[1], e_rev, now, verify=False) == (DEFERRED, None)
+    forged = bytearray(answers[0])
+    forged[der.index(parsed.signature) + 3] ^= 0x01
+    assert classify_answer(fresh, 200, bytes(forged), e_good, now, verify=False) == (DEFERRED, None)
+    assert classify_answer(fresh, 200, never, None, now, verify=False) == ("checked", None)
+    assert classify_answer(fresh, 200, answers[0], None, now, verify=False)[0] == "wrong"
+    assert classify_answer(fresh, 503, b"", e_good, now, verify=False) == ("errors", "http_503")
+    assert len(fresh._memo) == 0  # nothing was verified
+    assert classify_answer(fresh, 200, answers[0], e_good, now) == ("checked", None)
+    assert classify_answer(fresh, 200, bytes(forged), e_good, now)[0] == "sig_fail"
+    assert fresh.check(answers[0], e_good, now, verify=False) is None
+    assert "stale" in (fresh.check(answers[0], e_good, now + dt.timedelta(days=30), verify=False) or "")
+    wrong = dataclasses.replace(e_good, status=Status.REVOKED)
+    assert fresh.check(answers[0], wrong, now, verify=False) is DEFERRED  # another verdict: not memoised yet
+    assert classify_answer(fresh, 200, answers[0], wrong, now)[0] == "wrong"
 
 
 def test_bad_truth_files_are_refused(tmp_path: Path) -> None:
