@@ -22,7 +22,7 @@ meta.json's ``started``.
 | ``propagation.csv`` | no | ``kind,change_at,ocsp_seen_s,delta_crl_seen_s``: seconds from the admin API's acknowledgement of a change until OCSP / the delta CRL showed it, empty if never |
 | ``fastgen.csv`` | no | ``t_s,target_rps,sent,checked,wrong,stale,sig_fail,errors,p50_ms,p99_ms,max_ms,lag_p99_ms``: the open-loop generator per second of scheduled send time; every request sent ends as exactly one of checked, wrong, stale, sig_fail or errors (any it does not account for are reported and counted as errors); latency from the scheduled send time to the full answer (empty when nothing was answered; ``inf`` when requests were lost in flight or unanswered at the end), ``lag_p99_ms`` the generator's own delay from scheduled to sent |
 | ``fastgen-latency.csv`` | no | ``t_s,le_ms,count``: fastgen's latency histogram per second (non-empty buckets; ``le_ms`` a bucket's upper bound, or ``inf``: over 10 s, or unanswered) |
-| ``fastgen.json`` | no | fastgen's summary: ``requests``, ``outcomes`` (should sum to ``requests``; the rest count as errors), ``error_kinds``, ``latency_ms`` (exact over the run, from scheduled send time; ``Infinity`` with unanswered requests), ``latency_from_send_ms``, ``send_lag_ms``, ``cpu_fraction``, ``saturated``, ``saturation_reason``; optional ``backlog_max``, ``pool_exhausted_s`` |
+| ``fastgen.json`` | no | fastgen's summary: ``requests``, ``outcomes`` (should sum to ``requests``; the rest count as errors), ``error_kinds``, ``latency_ms`` (exact over the run, from scheduled send time; ``Infinity`` with unanswered requests), ``latency_from_send_ms``, ``send_lag_ms``, ``cpu_fraction``, ``saturated``, ``saturation_reason``; optional ``backlog_max``, ``pool_exhausted_s``, ``checked_after_the_run`` (``answers``, ``distinct``, ``seconds``: the answers verified after the last request) |
 | ``ceiling.json`` | no | bench/ceiling.py: the most wrk got from the responder and from nginx in the same run, per target ``req_s`` and optionally ``good_req_s`` (2xx answers only) and ``bytes_per_response``; optional ``warnings`` (or ``{"error": …}``) |
 | ``ladder.json`` | no | bench/ladder.py: constant rates after the replay, per rung ``rate``, ``verdict`` (held / missed / not judged), ``reasons``, ``delivered_rps``, ``error_share``, ``p99_ms``, ``worst_window_p99_ms`` ("inf" when unanswered), ``cpu``; or ``{"error": …}``. It raises the headroom only when every judged step of the day held |
 
@@ -1804,6 +1804,19 @@ def _fastgen_section(run: Run) -> list[str]:
             + "; ".join(f"{_cell(str(k))} ({v})" for k, v in list(problems.items())[:10])
             + "."
         )
+    after = summary.get("checked_after_the_run")
+    if isinstance(after, dict) and isinstance(after.get("answers"), int):
+        lines.append("")
+        if after["answers"]:
+            lines.append(
+                f"{fmt_int(after['answers'])} answers whose bytes had not been verified before were kept and checked after "
+                f"the last request ({fmt_int(after.get('distinct', 0))} distinct, "
+                f"{_num(after.get('seconds'), lambda v: f'{v:,.1f} s')}), each counted in the second it was due and "
+                "judged fresh or stale at the moment it arrived: verifying them took no CPU while the responder was "
+                "measured. The rest were checked as they arrived, against answers already verified."
+            )
+        else:
+            lines.append("Every answer was checked as it arrived (none was left for after the run).")
     if summary.get("stopped_early"):
         lines += ["", "fastgen was stopped before the end of its schedule (SIGTERM or Ctrl-C)."]
     lines += [

@@ -644,6 +644,7 @@ def write_fastgen(
             "latency_from_send_ms": {"p50": 0.7, "p99": 6.5, "max": SLOW_MS},
             "send_lag_ms": {"p50": 0.1, "p99": 0.3, "max": 2.0},
             "cpu_fraction": 0.4,
+            "checked_after_the_run": {"answers": 1234, "distinct": 567, "seconds": 2.5},
             "saturated": False,
             "saturation_reason": "kept its schedule (send lag p99 0.3 ms)",
             **(summary_extra or {}),
@@ -807,6 +808,8 @@ def test_generators_and_fastgen_sections(two: tuple[Path, Path, Truth, FastgenTr
     )
     assert "Errors by kind: http_503 80." in summary
     assert "| scheduled send → full answer (judged) |" in summary
+    assert "1,234 answers whose bytes had not been verified before were kept and checked after the last request " \
+           "(567 distinct, 2.5 s)" in summary  # fmt: skip
 
 
 def test_ceiling_section(two: tuple[Path, Path, Truth, FastgenTruth]) -> None:
