@@ -26,7 +26,9 @@ Run alone against a running system (``bench/tax_season.py`` calls :func:`climb`)
     python bench/ladder.py --truth-dir T --url http://127.0.0.1:8080 --run-dir RUN --rates 5000,7500,10000
 
 Output: ``RUN/ladder.json`` (the rungs, their verdicts and figures, the sustained rate) and
-each rung's fastgen files in ``RUN/ladder/<rate>/``.
+each rung's fastgen files in ``RUN/ladder/<rate>/``. The rungs share fastgen's checker memo
+(``--checker-memo``, by default ``RUN/checker-memo.bin``), so each distinct answer is verified
+once over the climb, and again on a later climb into the same directory.
 """
 
 from __future__ import annotations
@@ -245,14 +247,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the rungs, checks/s, comma-separated (default %(default)s)")  # fmt: skip
     parser.add_argument("--seconds", type=float, default=40.0, help="each rung's length (default 40)")
     parser.add_argument("--connections", type=int, default=64, help="fastgen's connections (default 64)")
+    parser.add_argument("--checker-memo", type=Path,
+                        help="fastgen's --checker-memo, shared by the rungs so that each distinct answer is verified "
+                             "once over the climb (default RUN_DIR/checker-memo.bin)")  # fmt: skip
     opts = parser.parse_args(argv)
     try:
         rates = parse_rungs(opts.rates, opts.seconds)
     except ValueError as e:
         parser.error(f"--rates/--seconds: {e}")
     opts.run_dir.mkdir(parents=True, exist_ok=True)
+    memo = opts.checker_memo or opts.run_dir / "checker-memo.bin"
     result = climb(truth_dir=opts.truth_dir, url=opts.url, run_dir=opts.run_dir, rates=rates, seconds=opts.seconds,
-                   connections=opts.connections)  # fmt: skip
+                   connections=opts.connections, checker_memo=memo)  # fmt: skip
     print(f"sustained: {result['sustained_rps'] or 'none'}; {opts.run_dir / LADDER_FILE}")
     return 0
 

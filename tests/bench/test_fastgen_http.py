@@ -542,3 +542,23 @@ def test_sigterm_against_a_live_responder_ends_at_once(pki: PKI, responder: Resp
     check_files(tmp_path / "run", result)
     assert result["stopped_early"] is True and 100 <= result["requests"] == responder.requests <= 400
     assert result["outcomes"]["checked"] == result["requests"] and result["error_kinds"] == {}
+
+
+@pytest.mark.parametrize("responder", ["normal"], indirect=True)
+def test_the_standalone_ladder_verifies_each_answer_once_over_its_climbs(
+    pki: PKI, responder: Responder, tmp_path: Path
+) -> None:
+    from bench import ladder
+
+    run_dir = tmp_path / "ladder"
+    argv = ["--truth-dir", str(pki.truth_dir), "--url", responder.url, "--run-dir", str(run_dir), "--rates", "20",
+            "--seconds", "10", "--connections", "4"]  # fmt: skip
+    after = []
+    for _ in range(2):  # the same rung twice: the same seed, so the same requests
+        assert ladder.main(argv) == 0
+        result = json.loads((run_dir / "ladder" / "20" / "fastgen.json").read_text())
+        assert result["requests"] == 200 and result["outcomes"]["checked"] == 200, result
+        after.append(result["checked_after_the_run"])
+    assert (run_dir / "checker-memo.bin").stat().st_size > 0
+    # The first climb kept its unseen answers for after the run; the second knew them all.
+    assert after[0]["answers"] > 100 and after[1]["answers"] == 0, after  # 200 requests, a few refusals
