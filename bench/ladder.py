@@ -60,7 +60,7 @@ from bench.report import (  # noqa: E402 - after the path set-up above
     second_windows,
 )
 
-__all__ = ["DEFAULT_RATES", "climb", "judge_rung", "parse_rungs"]
+__all__ = ["CHECKING_S", "DEFAULT_RATES", "climb", "judge_rung", "parse_rungs", "wait_for_text"]
 
 #: How long fastgen may take, after a rung's last request, to check the answers it kept for
 #: after the run (each distinct one verified once: thousands per second).
@@ -143,13 +143,16 @@ def _recorded(args: Sequence[str], names: dict[Path | None, str]) -> str:
     return "python " + shlex.join(shown)
 
 
-def _wait_for(proc: subprocess.Popen[bytes], log: Path, text: bytes, timeout: float) -> None:
-    """Until ``text`` is in ``log`` or the process ends (fastgen draws its requests first)."""
+def wait_for_text(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: float) -> bool:
+    """Until ``text`` is in ``log`` (fastgen's "requests planned", its :data:`SCHEDULE_DONE`),
+    the process ends or ``timeout`` passes; whether ``text`` showed while the process ran."""
+    wanted = text.encode()
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
-        if text in log.read_bytes():
-            return
+        if wanted in log.read_bytes():
+            return True
         time.sleep(0.1)
+    return False
 
 
 def climb(
@@ -190,9 +193,9 @@ def climb(
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
             try:
-                _wait_for(proc, log_path, b"requests planned", timeout=600)
+                wait_for_text(proc, log_path, "requests planned", timeout=600)
                 before, started = (cpu() if cpu else {}), time.monotonic()
-                _wait_for(proc, log_path, SCHEDULE_DONE.encode(), timeout=seconds + 120)
+                wait_for_text(proc, log_path, SCHEDULE_DONE, timeout=seconds + 120)
                 wall = time.monotonic() - started
                 after = cpu() if cpu else {}
                 # Then it checks the answers it kept for after the run: allowed time, not sampled.

@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:  # run as a script: the project's packages (ca_cor
     sys.path.insert(0, str(ROOT))
 
 from bench.fastgen import SCHEDULE_DONE  # noqa: E402 - after the path set-up above
-from bench.ladder import CHECKING_S, DEFAULT_RATES, climb, parse_rungs  # noqa: E402
+from bench.ladder import CHECKING_S, DEFAULT_RATES, climb, parse_rungs, wait_for_text  # noqa: E402
 
 PASSPHRASE = "tax season bench passphrase"
 #: fastgen's verified answers, handed from the replay to each rung of the ladder (in the work dir).
@@ -279,15 +279,13 @@ def rate_ladder(system: System, run_dir: Path, truth_dir: Path, work: Path, port
         return not isinstance(e, KeyboardInterrupt)
 
 
-def wait_ready(proc: subprocess.Popen[bytes], log: Path, pattern: str, name: str, timeout: float = 900) -> None:
-    """Until ``pattern`` shows in ``log`` (fastgen draws its requests before it is ready)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text(errors='replace')[-1000:]}")
-        if re.search(pattern, log.read_text(errors="replace")):
-            return
-        time.sleep(0.2)
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, text: str, name: str, timeout: float = 900) -> None:
+    """Until ``text`` shows in ``log`` (fastgen draws its requests before it is ready);
+    RuntimeError if the process exits first or ``timeout`` passes."""
+    if wait_for_text(proc, log, text, timeout):
+        return
+    if proc.poll() is not None:
+        raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text(errors='replace')[-1000:]}")
     raise RuntimeError(f"{name} was not ready in {timeout:g} s")
 
 
@@ -295,14 +293,8 @@ def finish_fastgen(proc: subprocess.Popen[bytes], log: Path, *, grace: float = 6
     """fastgen's exit status once the day is over: ``grace`` seconds for its schedule to end
     (SIGTERM after that: it stops sending and drains), then as long as the checking of the
     answers it kept for after the run takes, up to ladder.CHECKING_S."""
-    deadline = time.monotonic() + grace
-    while proc.poll() is None and time.monotonic() < deadline:
-        if SCHEDULE_DONE.encode() in log.read_bytes():
-            break
-        time.sleep(0.2)
-    else:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+    if not wait_for_text(proc, log, SCHEDULE_DONE, grace) and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout=CHECKING_S)
     except subprocess.TimeoutExpired:
@@ -575,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fastgen_log = open(logs / "fastgen.log", "wb")  # noqa: SIM115 - closed below
                 fastgen = subprocess.Popen([sys.executable, *fastgen_args], env=locust_env, cwd=ROOT,
                                            stdout=fastgen_log, stderr=subprocess.STDOUT)  # fmt: skip
-                wait_ready(fastgen, logs / "fastgen.log", r"requests planned", "fastgen")
+                wait_ready(fastgen, logs / "fastgen.log", "requests planned", "fastgen")
             locust = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
                       "--csv", str(run_dir / "locust"), "--csv-full-history", "--only-summary",
                       "--processes", str(opts.locust_processes), "--stop-timeout", "10"]  # fmt: skip
