@@ -243,11 +243,31 @@ def _error(status: bytes, body: bytes, date: bytes, content_type: bytes = b"text
 
 
 class _Slot:
-    __slots__ = ("close", "data")
+    """One response in a connection's queue: written when its turn comes (pipelined responses
+    go out in request order). A cache miss's slot is the callback its answer is delivered to."""
+
+    __slots__ = ("close", "conditional", "data", "owner")
 
     def __init__(self) -> None:
         self.data: bytes | None = None
         self.close = False
+        self.owner: PublicProtocol | None = None
+        self.conditional: tuple[bytes | None, bytes | None] = (None, None)
+
+    def __call__(self, answer: Answer) -> None:
+        owner = self.owner
+        assert owner is not None
+        try:
+            self.data = owner.fp.render(answer, keep_alive=not self.close, conditional=self.conditional)
+        except Exception:  # noqa: BLE001 - a bug must not leave the connection hanging
+            _log.exception("error rendering an OCSP answer")
+            body = UNSUCCESSFUL[ResponseStatus.INTERNAL_ERROR]
+            self.data = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
+                b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            self.close = True
+        owner._flush()
 
 
 class PublicProtocol(asyncio.Protocol):
@@ -491,28 +511,14 @@ class PublicProtocol(asyncio.Protocol):
         answer = fp.source.cached(query)
         if answer is not None:
             fp.stats["fast"] += 1
-            self._send(fp.render(answer, keep_alive=keep_alive, conditional=conditional), not keep_alive)
-            return
-        slot = _Slot()
-        slot.close = not keep_alive
-        self._queue.append(slot)
-        asyncio.get_running_loop().create_task(self._answer_later(query, slot, keep_alive, conditional))
-
-    async def _answer_later(
-        self, query: FlatQuery, slot: _Slot, keep_alive: bool, conditional: tuple[bytes | None, bytes | None]
-    ) -> None:
-        try:
-            answer = await self.fp.source.answer(query, probed=True)
-            slot.data = self.fp.render(answer, keep_alive=keep_alive, conditional=conditional)
-        except Exception:  # noqa: BLE001 - a bug must not leave the connection hanging
-            _log.exception("error answering an OCSP query")
-            body = UNSUCCESSFUL[ResponseStatus.INTERNAL_ERROR]
-            slot.data = (
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: %d\r\n"
-                b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-            )
-            slot.close = True
-        self._flush()
+        else:
+            slot = _Slot()
+            slot.close, slot.owner, slot.conditional = not keep_alive, self, conditional
+            answer = fp.source.answer_soon(query, slot)
+            if answer is None:  # the slot is called with it
+                self._queue.append(slot)
+                return
+        self._send(fp.render(answer, keep_alive=keep_alive, conditional=conditional), not keep_alive)
 
     def _malformed(self, keep_alive: bool) -> None:
         # RFC 6960 2.3: malformedRequest. HTTP 400 too, so caches and logs see the error.

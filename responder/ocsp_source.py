@@ -38,8 +38,8 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import NamedTuple, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -131,6 +131,7 @@ OUTAGE_GRACE = 1.0
 
 _UNAUTHORIZED = Answer(UNSUCCESSFUL[ResponseStatus.UNAUTHORIZED])
 _TRY_LATER = Answer(UNSUCCESSFUL[ResponseStatus.TRY_LATER])
+_INTERNAL_ERROR = Answer(UNSUCCESSFUL[ResponseStatus.INTERNAL_ERROR])
 #: A cached answer (the exact-tuple form of an Answer) back as an Answer.
 _as_answer = functools.partial(tuple.__new__, Answer)
 
@@ -144,9 +145,10 @@ _Cached = tuple[bytes, int, int, bytes | None, bytes]
 _SHA1 = HASH_ALGORITHMS.index(HashAlgorithm.SHA1)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=8192)
 def _http_date(t: int) -> bytes:
-    # Memoised: every response of a signer batch shares its thisUpdate and nextUpdate.
+    # Memoised: every response of a signer batch shares its thisUpdate and nextUpdate, and a
+    # million certificates are signed in a few thousand batches (64 entries missed at 1 M).
     return email.utils.formatdate(t, usegmt=True).encode()
 
 
@@ -158,6 +160,32 @@ def _answer(der: bytes, this_update: int, next_update: int) -> Answer:
         _http_date(next_update),
     )
     return Answer(der, this_update, next_update, etag, static)
+
+
+class _Fill:
+    """A cache miss waiting for its Redis GET (:meth:`OCSPSource.answer_soon`): the
+    :class:`~ca_core.storage.fastredis.Waiter` the reply is handed to."""
+
+    __slots__ = ("deliver", "entry", "generation", "query", "source")
+
+    def __init__(
+        self,
+        source: OCSPSource,
+        query: FlatQuery,
+        entry: IssuerEntry,
+        deliver: Callable[[Answer], None],
+        generation: int,
+    ) -> None:
+        self.source, self.query, self.entry, self.deliver, self.generation = source, query, entry, deliver, generation
+
+    def done(self) -> bool:
+        return False  # the reader hands over each reply once
+
+    def set_result(self, value: bytes | None, /) -> None:
+        self.source._filled(self, value, failed=False)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.source._filled(self, None, failed=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -208,6 +236,7 @@ class OCSPSource:
         # FastRedis.connections_made when the server behind it was last found trustworthy.
         self._validated_connection = -1
         self._validating: asyncio.Future[bool] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stats = {"cache_hits": 0, "redis_gets": 0, "live_signed": 0, "shed": 0, "invalidations": 0}
 
     # Issuers ----------------------------------------------------------------------
@@ -347,6 +376,9 @@ class OCSPSource:
                 self._validating = None
 
     async def _validate(self) -> bool:
+        # Connected first, so that the check below is recorded for the connection it went
+        # over (before, the first check of a new client connected in it and was not kept).
+        await self.fast.connect()
         connection = self.fast.connections_made
         run_id, stamp = await self.fast.run_id_and_get(store.INSTANCE_KEY)
         trusted = run_id is not None and stamp is not None and stamp.decode() == run_id
@@ -369,16 +401,26 @@ class OCSPSource:
             self.stats["redis_gets"] += 1
             value = await self.fast.get(store.response_key(entry.id, serial))
         except RedisUnavailable:
-            # Redis just stopped answering: a cached copy stands in only within the
-            # propagation bound of its last answer, since a change acknowledged later
-            # could not be published (DESIGN invariant 3).
-            stale = self._current(key)
-            if stale is not None and time.monotonic() - self.fast.last_reply < OUTAGE_GRACE:
+            stale = self._stand_in(key)
+            if stale is not None:
                 return stale
             raise
         # The comparison in line: this runs for every Redis read, the await only on a new connection.
         if self.fast.connections_made != self._validated_connection and not await self._server_trusted():
             raise RedisUnavailable("Redis server not yet checked by the signer")
+        return self._from_redis(entry, serial, value, generation)
+
+    def _stand_in(self, key: _CacheKey) -> Answer | None:
+        """What may answer for ``key`` when Redis just stopped answering: a cached copy, only
+        within the propagation bound of Redis's last answer, since a change acknowledged later
+        could not be published (DESIGN invariant 3)."""
+        stale = self._current(key)
+        if stale is not None and time.monotonic() - self.fast.last_reply < OUTAGE_GRACE:
+            return stale
+        return None
+
+    def _from_redis(self, entry: IssuerEntry, serial: int, value: bytes | None, generation: int) -> Answer | None:
+        """The SHA-1 answer in a value read from Redis (remembered in the cache), or None."""
         if value is None:
             return None
         try:
@@ -389,7 +431,7 @@ class OCSPSource:
         if stored.next_update <= self._time():
             return None
         answer = _answer(stored.der, stored.this_update, stored.next_update)
-        self._remember(key, answer, generation)
+        self._remember((entry.id, serial, _SHA1), answer, generation)
         return answer
 
     async def _issuer_filled(self, issuer_id: int) -> bool:
@@ -441,35 +483,140 @@ class OCSPSource:
         entry = self.issuers.get(query[:3])
         if entry is None:  # also every algorithm we do not answer: no issuer is keyed by it
             return _UNAUTHORIZED
-        alg_index, serial = query[0], query[3]
-        alg = HASH_ALGORITHMS[alg_index]
+        serial = query[3]
         try:
             base = await self._presigned(entry, serial) if serial > 0 else None
-            if base is None:
-                return await self._never_issued(entry, serial, alg)
         except RedisUnavailable:
             return _TRY_LATER
+        return await self._finish(query, entry, base)
+
+    def answer_soon(self, query: FlatQuery, deliver: Callable[[Answer], None]) -> Answer | None:
+        """:meth:`answer` for a query :meth:`cached` had no answer to, without a task in the
+        usual case. Returns the answer if it is known at once; otherwise returns None and
+        later calls ``deliver`` with it, exactly once.
+
+        The usual miss (a subscribed cache, a checked Redis connection up) sends one GET with
+        :meth:`FastRedis.get_soon <ca_core.storage.fastredis.FastRedis.get_soon>`; the reply
+        is turned into the answer in the Redis reader's callback, a SHA-256 one signed there
+        too (ECDSA, tens of microseconds). Everything else (a never-issued serial, a signer
+        that needs a thread, no connection yet, an unchecked server) takes a task running
+        :meth:`answer`: the rules are the same either way."""
+        entry = self.issuers.get(query[:3])
+        if entry is None:
+            return _UNAUTHORIZED
+        serial = query[3]
+        if (
+            self._subscribed
+            and serial > 0
+            and (query[4] is None or not self.honour_nonce)
+            and self.fast.connections_made == self._validated_connection
+        ):
+            base = self._current((entry.id, serial, _SHA1))
+            if base is not None:  # a SHA-256 query whose SHA-1 answer is cached
+                answer = self._derived(query, entry, base)
+                if answer is not None:
+                    return answer
+            else:
+                fill = _Fill(self, query, entry, deliver, self._generation)
+                if self.fast.get_soon(store.response_key(entry.id, serial), fill):
+                    self.stats["redis_gets"] += 1
+                    return None
+        self._later(self.answer(query, probed=True), deliver)
+        return None
+
+    def _later(self, answering: Coroutine[Any, Any, Answer], deliver: Callable[[Answer], None]) -> None:
+        """Run ``answering`` in a task and deliver what it returns."""
+
+        async def run() -> None:
+            try:
+                answer = await answering
+            except Exception:  # noqa: BLE001 - every query gets an answer
+                _log.exception("error answering an OCSP query")
+                answer = _INTERNAL_ERROR
+            deliver(answer)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)  # held: the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+
+    def _filled(self, fill: _Fill, value: bytes | None, failed: bool) -> None:
+        """Redis answered an :meth:`answer_soon` GET with ``value``, or ``failed`` to answer.
+        Runs in the Redis reader's callback: nothing may escape."""
+        try:
+            if failed:
+                base = self._stand_in((fill.entry.id, fill.query[3], _SHA1))
+                if base is None:
+                    fill.deliver(_TRY_LATER)
+                    return
+            else:
+                base = self._from_redis(fill.entry, fill.query[3], value, fill.generation)
+            answer = None if base is None else self._derived(fill.query, fill.entry, base)
+            if answer is None:  # never issued, or a signer that needs a thread
+                self._later(self._finish(fill.query, fill.entry, base), fill.deliver)
+                return
+        except Exception:  # noqa: BLE001
+            _log.exception("error answering an OCSP query")
+            answer = _INTERNAL_ERROR
+        fill.deliver(answer)
+
+    async def _finish(self, query: FlatQuery, entry: IssuerEntry, base: Answer | None) -> Answer:
+        """The answer given the SHA-1 answer Redis holds for the serial (None: none)."""
+        try:
+            if base is None:
+                return await self._never_issued(entry, query[3], HASH_ALGORITHMS[query[0]])
+        except RedisUnavailable:
+            return _TRY_LATER
+        answer = self._derived(query, entry, base)
+        if answer is not None:
+            return answer
+        # A signer that does not sign fast (RSA): in a thread. _derived checked the limit.
+        assert entry.signer is not None
+        generation = self._generation
         nonce = query[4] if self.honour_nonce else None
+        der = await self._sign_live(
+            entry.signer, query[3], response_status(base.der), base.this_update, base.next_update,
+            HASH_ALGORITHMS[query[0]], nonce, False,
+        )  # fmt: skip
+        return self._live_answer(query, entry, base, der, nonce, generation)
+
+    def _derived(self, query: FlatQuery, entry: IssuerEntry, base: Answer) -> Answer | None:
+        """The answer to ``query`` from the SHA-1 answer ``base``, with no waiting: ``base``
+        itself, a cached derived answer, a refusal, or one signed here and now. None when
+        it must be signed in a thread (the live-signing slot is then free)."""
+        nonce = query[4] if self.honour_nonce else None
+        alg_index = query[0]
+        alg = HASH_ALGORITHMS[alg_index]
         if alg is HashAlgorithm.SHA1 and nonce is None:
             return base
-        if entry.signer is None:
+        signer = entry.signer
+        if signer is None:
             return _TRY_LATER if nonce is None else base
-        key = (entry.id, serial, alg_index)
+        serial = query[3]
         if nonce is None and self._subscribed:
-            hit = self._current(key)
+            hit = self._current((entry.id, serial, alg_index))
             if hit is not None:
                 return hit
         if not self._try_live():
             # Saturated: a nonce is optional (RFC 8954 allows answering without it), a
             # SHA-256 CertID is not.
             return base if alg is HashAlgorithm.SHA1 else _TRY_LATER
+        if not signer.signs_fast:
+            return None
         generation = self._generation
-        status = response_status(base.der)
-        der = await self._sign_live(entry.signer, serial, status, base.this_update, base.next_update, alg, nonce, False)
-        if nonce is not None:
+        self.stats["live_signed"] += 1
+        der = signer.sign(
+            serial, response_status(base.der), this_update=base.this_update, next_update=base.next_update,
+            hash_algorithm=alg, nonce=nonce,
+        )  # fmt: skip
+        return self._live_answer(query, entry, base, der, nonce, generation)
+
+    def _live_answer(
+        self, query: FlatQuery, entry: IssuerEntry, base: Answer, der: bytes, nonce: bytes | None, generation: int
+    ) -> Answer:
+        if nonce is not None:  # for this client only: never cached
             return Answer(der, base.this_update, base.next_update, None)
         answer = _answer(der, base.this_update, base.next_update)
-        self._remember(key, answer, generation)
+        self._remember((entry.id, query[3], query[0]), answer, generation)
         return answer
 
     async def _never_issued(self, entry: IssuerEntry, serial: int, alg: HashAlgorithm) -> Answer:
