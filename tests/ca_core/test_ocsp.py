@@ -662,6 +662,23 @@ def test_signed_responses_read_back_with_cryptography(
     same_tbs(resp, cryptography_response(hierarchy, serial=serial, status=status, algorithm=algorithm))
 
 
+def test_the_time_memos_stay_bounded_and_right(hierarchy: Hierarchy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signer meets the times of many batches (live signing in the responder): its memos of
+    encoded times are bounded, and every response still carries its own times."""
+    import ca_core.ocsp
+
+    monkeypatch.setattr(ca_core.ocsp, "_TIME_MEMO", 3)
+    signer = hierarchy.signer
+    good = STATUSES["good"]
+    for k in range(8):
+        this_update = THIS_UPDATE + 60 * k
+        der = signer.sign(7, good, this_update=this_update, next_update=this_update + 3600)
+        resp = cocsp.load_der_ocsp_response(der)
+        assert int(resp.this_update_utc.timestamp()) == this_update
+        assert resp.next_update_utc is not None and int(resp.next_update_utc.timestamp()) == this_update + 3600
+        assert len(signer._time_memo) <= 3 and len(signer._next_memo) <= 3
+
+
 @pytest.mark.parametrize("serial", [0, 1, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, (1 << 159) - 1, (1 << 159)],
                          ids=lambda s: hex(s)[:12])
 def test_serials_of_every_length(hierarchy: Hierarchy, serial: int) -> None:
