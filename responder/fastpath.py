@@ -7,8 +7,9 @@ needs none of it: a request line, three headers, a body of ~100 bytes. So the pu
 port's protocol reads each request head itself and
 
 - answers ``GET /ocsp/{base64}`` and ``POST /ocsp`` here (RFC 6960 Appendix A, RFC 5019),
-  synchronously when the answer is cached and in a task otherwise, keeping pipelined
-  responses in order;
+  synchronously when the answer is cached, and otherwise when the source delivers it (for
+  the usual miss, in the callback of its Redis reply: :meth:`OCSPSource.answer_soon
+  <responder.ocsp_source.OCSPSource.answer_soon>`), keeping pipelined responses in order;
 - turns a ``GET /crl/{issuer}/stream`` connection into a push-stream subscriber
   (:mod:`responder.crl_stream`): a small protocol object, no task, no aiohttp request, so
   thousands of idle subscribers cost little;
