@@ -50,6 +50,7 @@ __all__ = [
     "ResponseStatus",
     "SingleStatus",
     "issuer_hashes",
+    "parse_flat",
     "parse_request",
     "response_status",
     "signature_algorithm",
@@ -339,6 +340,52 @@ def parse_request(der: bytes) -> OCSPQuery:
     # An algorithm we do not answer (SHA-384, MD5...) is well-formed: None, which matches
     # no issuer, so the answer is unauthorized rather than malformedRequest.
     return OCSPQuery(CertID(_HASH_BY_OID.get(oid), name_hash, key_hash, serial), nonce)
+
+
+def _minimal_forms() -> list[tuple[bytes, int, int]]:
+    forms = []
+    for index, h in enumerate(HASH_ALGORITHMS):
+        for alg_id in (h.algorithm_identifier, tlv(0x30, h.oid_der)):  # NULL parameters or none
+            forms.append((alg_id + bytes((0x04, h.size)), h.size, index))
+    return forms
+
+
+#: (AlgorithmIdentifier and the issuerNameHash's tag and length, hash length, algorithm
+#: index) of the CertIDs :func:`parse_flat` reads without the general parser.
+_MINIMAL_FORMS: Final = _minimal_forms()
+
+
+def parse_flat(der: bytes) -> FlatQuery:
+    """``parse_request(der).flat``, with a shortcut for the request nearly every client sends.
+
+    That request is RFC 5019's minimal one: one CertID of a hash we answer, and nothing else
+    (no version, requestor, nonce, extension or signature), so short that every length is one
+    byte. Its bytes are then fixed but for the two hashes and the serial, and are matched in
+    place, about ten times faster than the general parser (which the responder runs for each
+    request bytes it has not seen, a third of requests at a million certificates). Anything
+    else, including every malformed request, goes to :func:`parse_request`; both always
+    agree (tests/ca_core/test_ocsp.py compares them on mutated requests)."""
+    if not isinstance(der, bytes):
+        der = bytes(der)
+    n = len(der)
+    c = n - 10  # the CertID's content length, under five SEQUENCE headers of two bytes each
+    if 0 < c <= 119 and der[:10] == bytes((0x30, c + 8, 0x30, c + 6, 0x30, c + 4, 0x30, c + 2, 0x30, c)):
+        for head, size, index in _MINIMAL_FORMS:
+            if der.startswith(head, 10):
+                p = 10 + len(head)  # the issuerNameHash
+                q = p + size  # the issuerKeyHash's tag
+                s = n - (q + 2 + size + 2)  # the serial's length
+                if (
+                    0 < s <= 64
+                    and der[q] == 0x04
+                    and der[q + 1] == size
+                    and der[q + 2 + size] == 0x02
+                    and der[q + 3 + size] == s
+                ):
+                    serial = int.from_bytes(der[q + 4 + size :], "big", signed=True)
+                    return (index, der[p:q], der[q + 2 : q + 2 + size], serial, None)
+                break
+    return parse_request(der).flat
 
 
 # Issuers --------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ca_core.errors import MalformedRequest
-from ca_core.ocsp import UNSUCCESSFUL, FlatQuery, ResponseStatus, parse_request
+from ca_core.ocsp import UNSUCCESSFUL, FlatQuery, ResponseStatus, parse_flat
 
 from .crl_stream import BadLastEventID, RawSubscriber, StreamHub, parse_last_event_id
 from .ocsp_source import Answer, OCSPSource, put_bounded
@@ -153,7 +153,7 @@ class FastPath:
         memo = self.get_memo if from_get else self.post_memo
         q = memo.get(raw)
         if q is None:
-            q = parse_request(decode_get_path(raw) if from_get else raw).flat
+            q = parse_flat(decode_get_path(raw) if from_get else raw)
             put_bounded(memo, raw, q, _MEMO_ENTRIES)
         return q
 

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import random
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
 from cryptography import x509
@@ -41,6 +42,7 @@ from ca_core.ocsp import (
     ResponseStatus,
     SingleStatus,
     issuer_hashes,
+    parse_flat,
     parse_request,
 )
 from ca_core.profiles import DEFAULT_POLICY_OID, PublicURLs
@@ -357,6 +359,64 @@ def test_every_truncation_is_refused(der: bytes) -> None:
     for cut in range(len(der)):
         with pytest.raises(MalformedRequest):
             parse_request(der[:cut])
+
+
+# parse_flat: the shortcut for minimal requests agrees with parse_request ---------------------
+
+
+def flat_or_refused(parse: Callable[[bytes], object], der: bytes) -> object:
+    try:
+        return parse(der)
+    except MalformedRequest:
+        return "refused"
+
+
+MINIMAL = {
+    **{f"{a.name}-{hex(s)[:10]}": built_request(s, a) for a in (hashes.SHA1(), hashes.SHA256()) for s in SERIALS},
+    "sha1-no-null": ocsp_request(singles=[T(0x30, cert_id(alg=T(0x30, OID("1.3.14.3.2.26"))))]),
+    "serial-0": built_request(0),
+    "serial-negative": ocsp_request(singles=[T(0x30, cert_id(serial=T(0x02, b"\xff\x01")))]),
+    "serial-64-bytes": ocsp_request(singles=[T(0x30, cert_id(serial=T(0x02, b"\x01" * 64)))]),
+}
+
+
+@pytest.mark.parametrize("der", MINIMAL.values(), ids=MINIMAL.keys())
+def test_parse_flat_reads_minimal_requests_without_the_general_parser(
+    der: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ca_core.ocsp
+
+    expected = parse_request(der).flat
+    if len(der) > 129:  # a length needs two bytes: not the minimal form, the general parser's
+        assert parse_flat(der) == expected
+        return
+
+    def unused(der: bytes) -> OCSPQuery:
+        raise AssertionError("the general parser was used")
+
+    monkeypatch.setattr(ca_core.ocsp, "parse_request", unused)
+    assert parse_flat(der) == expected
+
+
+OTHER_FORMS = {
+    "nonce": VALID,
+    "sha384": built_request(7, hashes.SHA384()),
+    **{name: der for name, (der, _) in ACCEPTED.items()},
+    **{name: der for name, der in REFUSED.items()},
+}
+
+
+@pytest.mark.parametrize("der", [*MINIMAL.values(), *OTHER_FORMS.values()], ids=[*MINIMAL, *OTHER_FORMS])
+def test_parse_flat_agrees_with_parse_request_on_every_mutation(der: bytes) -> None:
+    """Each byte changed to five other values, every truncation, a byte appended: the same
+    query from both, or both refuse."""
+    variants = [der, der + b"\x00", *(der[:cut] for cut in range(len(der)))]
+    for i in range(len(der)):
+        for value in {0x00, 0x01, 0x7F, 0x80, 0xFF, (der[i] + 1) % 256} - {der[i]}:
+            variants.append(der[:i] + bytes((value,)) + der[i + 1 :])
+    for variant in variants:
+        expected = flat_or_refused(lambda d: parse_request(d).flat, variant)
+        assert flat_or_refused(parse_flat, variant) == expected, variant.hex()
 
 
 # Random and mutated input: MalformedRequest or an answer, and cryptography agrees -----------
