@@ -8,6 +8,7 @@ import contextlib
 import gc
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -114,6 +115,21 @@ async def delivered(source: OCSPSource, query: FlatQuery, limit: float = 3.0) ->
     return got[0], used_a_task
 
 
+@pytest.fixture
+async def responder(
+    pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    vault: KeyVault,
+    clock: FakeClock,
+    ca: CertificateAuthority,
+) -> AsyncIterator[Responder]:
+    """A running responder whose Redis connection is up and checked, as after any first answer."""
+    async with serving(pool, redis_client, redis_url, vault, clock, ca) as r:
+        assert await r.server.source._server_trusted()
+        yield r
+
+
 def never(answer: Answer) -> None:
     pytest.fail(f"delivered later, not returned at once: {answer!r}")
 
@@ -122,100 +138,73 @@ def flat(r: Responder, record: CertRecord | int, algorithm: hashes.HashAlgorithm
     return parse_request(r.request(record, "moica", algorithm)).flat
 
 
-async def test_a_miss_is_answered_in_the_redis_reply_callback_and_then_cached(
-    pool: asyncpg.Pool,
-    redis_client: aioredis.Redis,
-    redis_url: str,
-    vault: KeyVault,
-    clock: FakeClock,
-    ca: CertificateAuthority,
-) -> None:
-    async with serving(pool, redis_client, redis_url, vault, clock, ca) as r:
-        source = r.server.source
-        first, second = await r.issue(), await r.issue()
-        await r.ca.revoke("moica", second.serial, actor="test", reason="keyCompromise")
-        await r.settle()
-        assert await source._server_trusted()  # the connection is checked, as after any first answer
-        for record, status in ((first, "good"), (second, "revoked")):
-            query = flat(r, record)
-            assert source.cached(query) is None
-            gets, signed = source.stats["redis_gets"], source.stats["live_signed"]
-            answer, used_a_task = await delivered(source, query)
-            assert status_of(answer) == f"{status}/sha1/{record.serial:x}"
-            assert not used_a_task
-            assert source.stats["redis_gets"] == gets + 1 and source.stats["live_signed"] == signed
-            assert source.cached(query) == answer  # remembered
+async def test_a_miss_is_answered_in_the_redis_reply_callback_and_then_cached(responder: Responder) -> None:
+    r, source = responder, responder.server.source
+    first, second = await r.issue(), await r.issue()
+    await r.ca.revoke("moica", second.serial, actor="test", reason="keyCompromise")
+    await r.settle()
+    for record, status in ((first, "good"), (second, "revoked")):
+        query = flat(r, record)
+        assert source.cached(query) is None
+        gets, signed = source.stats["redis_gets"], source.stats["live_signed"]
+        answer, used_a_task = await delivered(source, query)
+        assert status_of(answer) == f"{status}/sha1/{record.serial:x}"
+        assert not used_a_task
+        assert source.stats["redis_gets"] == gets + 1 and source.stats["live_signed"] == signed
+        assert source.cached(query) == answer  # remembered
 
-            # SHA-256 with the SHA-1 answer cached: signed at once, no Redis read.
-            query256 = flat(r, record, hashes.SHA256())
-            answer256, _ = await delivered(source, query256)
-            assert status_of(answer256) == f"{status}/sha256/{record.serial:x}"
-            assert source.stats["redis_gets"] == gets + 1 and source.stats["live_signed"] == signed + 1
-            assert source.cached(query256) == answer256
+        # SHA-256 with the SHA-1 answer cached: signed at once, no Redis read.
+        query256 = flat(r, record, hashes.SHA256())
+        answer256, _ = await delivered(source, query256)
+        assert status_of(answer256) == f"{status}/sha256/{record.serial:x}"
+        assert source.stats["redis_gets"] == gets + 1 and source.stats["live_signed"] == signed + 1
+        assert source.cached(query256) == answer256
 
-        # SHA-256 with nothing cached: the Redis reply, then signed in its callback.
-        source._drop_all()
-        query256 = flat(r, first, hashes.SHA256())
-        answer, used_a_task = await delivered(source, query256)
-        assert status_of(answer) == f"good/sha256/{first.serial:x}" and not used_a_task
-        assert cocsp.load_der_ocsp_response(answer.der).signature_hash_algorithm is not None
+    # SHA-256 with nothing cached: the Redis reply, then signed in its callback.
+    source._drop_all()
+    query256 = flat(r, first, hashes.SHA256())
+    answer, used_a_task = await delivered(source, query256)
+    assert status_of(answer) == f"good/sha256/{first.serial:x}" and not used_a_task
+    assert cocsp.load_der_ocsp_response(answer.der).signature_hash_algorithm is not None
 
 
-async def test_what_the_callback_cannot_answer_takes_a_task_with_the_same_rules(
-    pool: asyncpg.Pool,
-    redis_client: aioredis.Redis,
-    redis_url: str,
-    vault: KeyVault,
-    clock: FakeClock,
-    ca: CertificateAuthority,
-) -> None:
-    async with serving(pool, redis_client, redis_url, vault, clock, ca) as r:
-        source = r.server.source
-        record = await r.issue()
-        assert await source._server_trusted()
-        # A serial never issued: the GET's reply is empty, and a task then asks Redis
-        # whether the issuer is filled (else it would be tryLater).
-        gets = source.stats["redis_gets"]
-        answer, _ = await delivered(source, flat(r, 0x7EEEEEEE))
-        assert status_of(answer) == "unauthorized"
-        assert source.stats["redis_gets"] == gets + 1
-        # An issuer nobody knows: at once.
-        unknown = (0, b"\x00" * 20, b"\x00" * 20, record.serial, None)
-        assert source.answer_soon(unknown, never) == _UNAUTHORIZED
-        # Unsubscribed (the cache is not trusted): a task reading Redis.
-        source._subscribed = False
-        try:
-            answer, used_a_task = await delivered(source, flat(r, record))
-        finally:
-            source._subscribed = True
-        assert status_of(answer) == f"good/sha1/{record.serial:x}" and used_a_task
+async def test_what_the_callback_cannot_answer_takes_a_task_with_the_same_rules(responder: Responder) -> None:
+    r, source = responder, responder.server.source
+    record = await r.issue()
+    # A serial never issued: the GET's reply is empty, and a task then asks Redis
+    # whether the issuer is filled (else it would be tryLater).
+    gets = source.stats["redis_gets"]
+    answer, _ = await delivered(source, flat(r, 0x7EEEEEEE))
+    assert status_of(answer) == "unauthorized"
+    assert source.stats["redis_gets"] == gets + 1
+    # An issuer nobody knows: at once.
+    unknown = (0, b"\x00" * 20, b"\x00" * 20, record.serial, None)
+    assert source.answer_soon(unknown, never) == _UNAUTHORIZED
+    # Unsubscribed (the cache is not trusted): a task reading Redis.
+    source._subscribed = False
+    try:
+        answer, used_a_task = await delivered(source, flat(r, record))
+    finally:
+        source._subscribed = True
+    assert status_of(answer) == f"good/sha1/{record.serial:x}" and used_a_task
 
 
-async def test_a_get_in_flight_when_redis_stops_answering_is_try_later_then_recovers(
-    pool: asyncpg.Pool,
-    redis_client: aioredis.Redis,
-    redis_url: str,
-    vault: KeyVault,
-    clock: FakeClock,
-    ca: CertificateAuthority,
-) -> None:
-    async with serving(pool, redis_client, redis_url, vault, clock, ca) as r:
-        source = r.server.source
-        record = await r.issue()
-        assert await source._server_trusted()
-        # Valkey stops serving every client for 2 s; the GET's deadline is shorter.
-        await redis_client.execute_command("CLIENT", "PAUSE", "2000", "ALL")
-        started = time.monotonic()
-        answer, used_a_task = await delivered(source, flat(r, record), limit=5.0)
-        assert status_of(answer) == "tryLater" and not used_a_task
-        assert time.monotonic() - started < 1.9  # within the client's deadline, not the pause's end
-        await asyncio.sleep(max(0.0, 2.2 - (time.monotonic() - started)))
-        for _ in range(50):  # reconnected and checked again, through a task, then as before
-            answer, _ = await delivered(source, flat(r, record))
-            if status_of(answer) != "tryLater":
-                break
-            await asyncio.sleep(0.1)
-        assert status_of(answer) == f"good/sha1/{record.serial:x}"
+async def test_a_get_in_flight_when_redis_stops_answering_is_try_later_then_recovers(responder: Responder) -> None:
+    r, source = responder, responder.server.source
+    record = await r.issue()
+    # Valkey stops serving every client for 2 s; the GET's deadline is shorter.
+    await r.redis.execute_command("CLIENT", "PAUSE", "2000", "ALL")
+    started = time.monotonic()
+    answer, used_a_task = await delivered(source, flat(r, record), limit=5.0)
+    assert status_of(answer) == "tryLater" and not used_a_task
+    assert time.monotonic() - started < 1.9  # within the client's deadline, not the pause's end
+    await asyncio.sleep(max(0.0, 2.2 - (time.monotonic() - started)))
+    for _ in range(50):  # reconnected and checked again, through a task, then as before
+        answer, _ = await delivered(source, flat(r, record))
+        if status_of(answer) != "tryLater":
+            break
+        await asyncio.sleep(0.1)
+    assert status_of(answer) == f"good/sha1/{record.serial:x}"
 
 
 class TestRSASigner:
@@ -228,25 +217,15 @@ class TestRSASigner:
             issuers=[IssuerSpec("moica", key_type=KeyType.EC_P256, ocsp_key_type=KeyType.RSA2048, crl_partitions=1)],
         )  # fmt: skip
 
-    async def test_sha256_answers_take_the_thread_path(
-        self,
-        pool: asyncpg.Pool,
-        redis_client: aioredis.Redis,
-        redis_url: str,
-        vault: KeyVault,
-        clock: FakeClock,
-        ca: CertificateAuthority,
-    ) -> None:
-        async with serving(pool, redis_client, redis_url, vault, clock, ca) as r:
-            source = r.server.source
-            record = await r.issue()
-            assert await source._server_trusted()
-            signed = source.stats["live_signed"]
-            answer, _ = await delivered(source, flat(r, record, hashes.SHA256()))
-            assert status_of(answer) == f"good/sha256/{record.serial:x}"
-            assert source.stats["live_signed"] == signed + 1
-            resp = cocsp.load_der_ocsp_response(answer.der)
-            assert resp.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
-            # The SHA-1 one (pre-signed) and, now, the SHA-256 one are cached: at once.
-            assert source.answer_soon(flat(r, record), never) is not None
-            assert source.answer_soon(flat(r, record, hashes.SHA256()), never) == answer
+    async def test_sha256_answers_take_the_thread_path(self, responder: Responder) -> None:
+        r, source = responder, responder.server.source
+        record = await r.issue()
+        signed = source.stats["live_signed"]
+        answer, _ = await delivered(source, flat(r, record, hashes.SHA256()))
+        assert status_of(answer) == f"good/sha256/{record.serial:x}"
+        assert source.stats["live_signed"] == signed + 1
+        resp = cocsp.load_der_ocsp_response(answer.der)
+        assert resp.signature_algorithm_oid == x509.SignatureAlgorithmOID.RSA_WITH_SHA256
+        # The SHA-1 one (pre-signed) and, now, the SHA-256 one are cached: at once.
+        assert source.answer_soon(flat(r, record), never) is not None
+        assert source.answer_soon(flat(r, record, hashes.SHA256()), never) == answer
