@@ -372,7 +372,11 @@ def flat_or_refused(parse: Callable[[bytes], object], der: bytes) -> object:
 
 
 MINIMAL = {
-    **{f"{a.name}-{hex(s)[:10]}": built_request(s, a) for a in (hashes.SHA1(), hashes.SHA256()) for s in SERIALS},
+    **{
+        f"{a.name}-{hex(s)[:6]}-{s.bit_length()}": built_request(s, a)
+        for a in (hashes.SHA1(), hashes.SHA256())
+        for s in SERIALS
+    },
     "sha1-no-null": ocsp_request(singles=[T(0x30, cert_id(alg=T(0x30, OID("1.3.14.3.2.26"))))]),
     "serial-0": built_request(0),
     "serial-negative": ocsp_request(singles=[T(0x30, cert_id(serial=T(0x02, b"\xff\x01")))]),
