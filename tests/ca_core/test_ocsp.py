@@ -602,7 +602,7 @@ def hierarchy(request: pytest.FixtureRequest) -> Hierarchy:
         .serial_number(random_serial())
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=30))
-        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(ca_key, hashes.SHA256())
     )
     return Hierarchy(ca_cert, responder, responder_key, leaf, key_type)
 
@@ -696,7 +696,7 @@ def cryptography_response(h: Hierarchy, *, serial: int, status: SingleStatus, al
     for ext in extensions:
         builder = builder.add_extension(ext, critical=False)
     digest = hashes.SHA384() if SIGNATURE_OIDS[h.key_type][1] == "sha384" else hashes.SHA256()
-    return builder.sign(h.key, digest)  # type: ignore[arg-type]
+    return builder.sign(h.key, digest)
 
 
 def same_tbs(ours: cocsp.OCSPResponse, theirs: cocsp.OCSPResponse) -> None:
