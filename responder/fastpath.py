@@ -104,7 +104,7 @@ class FastPath:
     :param handoff: a protocol factory for everything that is not OCSP (aiohttp's
         ``web.Server``); None answers other paths 404.
     :param head_timeout: the longest a client may take to send a complete request.
-    :param keepalive_timeout: how long an idle keep-alive connection is kept.
+    :param keepalive_timeout: how long an idle connection is kept, before its first request or between requests.
     """
 
     def __init__(
@@ -298,7 +298,9 @@ class PublicProtocol(asyncio.Protocol):
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
         self.transport = transport  # type: ignore[assignment]
         self.fp.connections.add(self)
-        self._request_started = time.monotonic()  # a silent client gets the head timeout too
+        # Not yet a request: a connection that has sent nothing is idle (keepalive_timeout),
+        # as client pools open them before use. The head timeout runs from a request's first byte.
+        self._last_active = time.monotonic()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fp.connections.discard(self)

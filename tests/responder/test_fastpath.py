@@ -597,6 +597,41 @@ async def test_slow_and_idle_clients_are_disconnected(responder: Responder) -> N
     assert not fastpath.connections
 
 
+async def test_a_connection_not_yet_used_is_idle_not_slow(responder: Responder) -> None:
+    """A client pool opens connections before it needs them: one that has sent nothing is idle
+    (the keep-alive limit), not a slow request (the head limit). Closing it at the head limit
+    raced with the pool's first request on it, which was then lost."""
+    fastpath = responder.server.fastpath
+    fastpath.head_timeout = 1.0
+    fastpath.keepalive_timeout = 4.0
+    record = await responder.issue()
+    der = responder.request(record)
+
+    async def used_late() -> None:
+        async with connect(responder) as conn:
+            await asyncio.sleep(2.6)  # past the head limit by at least one watchdog sweep
+            assert_good(await conn.request(GET(ocsp_path(der))), record)
+
+    async def never_used() -> float:
+        async with connect(responder) as conn:
+            start = time.monotonic()
+            assert await conn.closed_by_server(timeout=8)
+            return time.monotonic() - start
+
+    async def half_head_late() -> float:
+        async with connect(responder) as conn:
+            await asyncio.sleep(2.6)
+            start = time.monotonic()
+            await conn.send(GET(ocsp_path(der))[:30])  # the head limit runs from its first byte
+            reply = await conn.reply(timeout=5)
+            assert reply.status == 408 and reply.closes
+            return time.monotonic() - start
+
+    _, idle, slow = await asyncio.gather(used_late(), never_used(), half_head_late())
+    assert 3.9 <= idle < 6.5
+    assert 0.9 <= slow < 3.5
+
+
 # Hand-off to aiohttp ------------------------------------------------------------------------
 
 
