@@ -457,14 +457,11 @@ class OCSPSource:
         nonce: bytes | None,
         extended: bool,
     ) -> bytes:
+        if signer.signs_fast:
+            return self._sign_now(signer, serial, status, this_update, next_update, alg, nonce, extended)
         self._live += 1
         try:
             self.stats["live_signed"] += 1
-            if signer.signs_fast:
-                return signer.sign(
-                    serial, status, this_update=this_update, next_update=next_update,
-                    hash_algorithm=alg, nonce=nonce, extended_revoked=extended,
-                )  # fmt: skip
             # In a thread: an RSA signature would otherwise stall every connection.
             return await asyncio.to_thread(
                 signer.sign, serial, status, this_update=this_update, next_update=next_update,
@@ -472,6 +469,25 @@ class OCSPSource:
             )  # fmt: skip
         finally:
             self._live -= 1
+
+    def _sign_now(
+        self,
+        signer: ResponseSigner,
+        serial: int,
+        status: SingleStatus,
+        this_update: int,
+        next_update: int,
+        alg: HashAlgorithm,
+        nonce: bytes | None,
+        extended: bool,
+    ) -> bytes:
+        """Sign here and now with a signer that signs fast (ECDSA): nothing is awaited, so no
+        live-signing slot is held."""
+        self.stats["live_signed"] += 1
+        return signer.sign(
+            serial, status, this_update=this_update, next_update=next_update,
+            hash_algorithm=alg, nonce=nonce, extended_revoked=extended,
+        )  # fmt: skip
 
     async def answer(self, query: FlatQuery, *, probed: bool = False) -> Answer:
         """The answer to one query (:attr:`OCSPQuery.flat <ca_core.ocsp.OCSPQuery.flat>`);
@@ -603,11 +619,9 @@ class OCSPSource:
         if not signer.signs_fast:
             return None
         generation = self._generation
-        self.stats["live_signed"] += 1
-        der = signer.sign(
-            serial, response_status(base.der), this_update=base.this_update, next_update=base.next_update,
-            hash_algorithm=alg, nonce=nonce,
-        )  # fmt: skip
+        der = self._sign_now(
+            signer, serial, response_status(base.der), base.this_update, base.next_update, alg, nonce, False
+        )
         return self._live_answer(query, entry, base, der, nonce, generation)
 
     def _live_answer(

@@ -544,29 +544,24 @@ async def test_if_none_match_uses_weak_comparison(responder: Responder) -> None:
 # Timeouts -----------------------------------------------------------------------------------
 
 
+async def seconds_to_408(responder: Responder, partial: bytes, *, idle_first: float = 0.0) -> float:
+    """Connect, stay silent ``idle_first`` seconds, send ``partial`` (an incomplete request):
+    the seconds from then until its 408, after which the server closes the connection."""
+    async with connect(responder) as conn:
+        await asyncio.sleep(idle_first)
+        start = time.monotonic()
+        await conn.send(partial)
+        reply = await conn.reply(timeout=5)
+        assert reply.status == 408 and reply.closes
+        assert await conn.closed_by_server()
+        return time.monotonic() - start
+
 async def test_slow_and_idle_clients_are_disconnected(responder: Responder) -> None:
     fastpath = responder.server.fastpath
     fastpath.head_timeout = 1.0
     fastpath.keepalive_timeout = 1.5
     record = await responder.issue()
     der = responder.request(record)
-
-    async def half_head() -> float:
-        async with connect(responder) as conn:
-            start = time.monotonic()
-            await conn.send(GET(ocsp_path(der))[:30])
-            reply = await conn.reply(timeout=5)
-            assert reply.status == 408 and reply.closes
-            assert await conn.closed_by_server()
-            return time.monotonic() - start
-
-    async def head_without_body() -> float:
-        async with connect(responder) as conn:
-            start = time.monotonic()
-            await conn.send(POST(der)[: -len(der) + 3])
-            reply = await conn.reply(timeout=5)
-            assert reply.status == 408 and reply.closes
-            return time.monotonic() - start
 
     async def idle_after_a_request() -> float:
         async with connect(responder) as conn:
@@ -583,8 +578,12 @@ async def test_slow_and_idle_clients_are_disconnected(responder: Responder) -> N
                 await asyncio.sleep(0.4)
             return 8
 
-    slow, no_body, idle, served = await asyncio.gather(half_head(), head_without_body(), idle_after_a_request(),
-                                                       busy())
+    slow, no_body, idle, served = await asyncio.gather(
+        seconds_to_408(responder, GET(ocsp_path(der))[:30]),
+        seconds_to_408(responder, POST(der)[: -len(der) + 3]),
+        idle_after_a_request(),
+        busy(),
+    )
     # The watchdog runs once a second: closed after the limit, and not much later.
     assert 1.0 <= slow < 3.5 and 1.0 <= no_body < 3.5
     assert 1.4 <= idle < 4.0
@@ -618,16 +617,9 @@ async def test_a_connection_not_yet_used_is_idle_not_slow(responder: Responder) 
             assert await conn.closed_by_server(timeout=8)
             return time.monotonic() - start
 
-    async def half_head_late() -> float:
-        async with connect(responder) as conn:
-            await asyncio.sleep(2.6)
-            start = time.monotonic()
-            await conn.send(GET(ocsp_path(der))[:30])  # the head limit runs from its first byte
-            reply = await conn.reply(timeout=5)
-            assert reply.status == 408 and reply.closes
-            return time.monotonic() - start
-
-    _, idle, slow = await asyncio.gather(used_late(), never_used(), half_head_late())
+    # Half a head sent late: the head limit runs from its first byte.
+    half_head_late = seconds_to_408(responder, GET(ocsp_path(der))[:30], idle_first=2.6)
+    _, idle, slow = await asyncio.gather(used_late(), never_used(), half_head_late)
     assert 3.9 <= idle < 6.5
     assert 0.9 <= slow < 3.5
 
